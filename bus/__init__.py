@@ -1,0 +1,1 @@
+"""Publish/subscribe for events: in-process or Redis Streams, fed by the transactional outbox."""

@@ -1,0 +1,1 @@
+"""Catalog, inventory, orders and payments: plain domain code over SQLAlchemy."""

@@ -1,0 +1,182 @@
+"""The typed settings tree: the one place that says which options exist, their types, ranges and defaults.
+
+`config/default.yml` documents the same tree; a test keeps the two equal key by key.
+A field marked `live()` is applied by hot reload without a restart; every other field needs one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LIVE = "live"
+
+
+def live(default: Any, **kwargs: Any) -> Any:
+    """A field that hot reload may change while the server runs."""
+    return Field(default, json_schema_extra={"reload": LIVE}, **kwargs)
+
+
+def _refuse_password_in_url(url: str, env_name: str) -> None:
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority and ":" in authority.split("@", 1)[0]:
+        raise ValueError(f"must not contain a password; set {env_name} or the password_file key instead")
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors and values never change after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = live("")
+    cors_origins: list[str] = live([])
+    shutdown_timeout: float = Field(10.0, ge=0, le=300)
+    max_body_bytes: int = live(1_048_576, ge=1024, le=1_073_741_824)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or '*'")
+        return value
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite+aiosqlite:///data/pinstream.db"
+    password_file: str = ""
+    pool_size: int = Field(10, ge=1, le=200)
+    busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
+    writer_wait_seconds: float = Field(30.0, gt=0, le=600)
+    migrate_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        _refuse_password_in_url(value, "PINSTREAM_DATABASE_PASSWORD")
+        return value
+
+
+class RedisSettings(Section):
+    url: str = ""
+    password_file: str = ""
+    stream_max_length: int = Field(10_000, ge=100, le=10_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty or start with redis://, rediss:// or unix://")
+        _refuse_password_in_url(value, "PINSTREAM_REDIS_PASSWORD")
+        return value
+
+
+class EventsSettings(Section):
+    relay_interval_ms: int = live(200, ge=10, le=60_000)
+    relay_batch: int = live(500, ge=1, le=10_000)
+    replay_history: int = Field(1000, ge=0, le=1_000_000)
+    outbox_retention_hours: int = live(24, ge=1, le=24 * 365)
+
+
+class JobsSettings(Section):
+    poll_interval_ms: int = live(500, ge=10, le=60_000)
+    lease_seconds: int = live(30, ge=1, le=3600)
+    batch: int = live(50, ge=1, le=1000)
+    max_attempts: int = live(5, ge=1, le=100)
+    retry_backoff_seconds: int = live(5, ge=0, le=3600)
+
+
+class IceSettings(Section):
+    host_addresses: list[str] = []
+    port_min: int = Field(0, ge=0, le=65535)
+    port_max: int = Field(0, ge=0, le=65535)
+    public_address: str = ""
+
+
+class MediaSettings(Section):
+    workers: int = Field(1, ge=1, le=64)
+    ice: IceSettings = IceSettings()
+
+
+class HlsSettings(Section):
+    enabled: bool = True
+    segment_seconds: float = Field(2.0, ge=0.5, le=30)
+    window_segments: int = Field(6, ge=2, le=100)
+    directory: str = "data/hls"
+
+
+class CommerceSettings(Section):
+    currency: str = live("USD", pattern=r"^[A-Z]{3}$")
+    hold_seconds: int = live(300, ge=10, le=86_400)
+    tax_rate_basis_points: int = live(0, ge=0, le=10_000)
+
+
+class PaymentsSettings(Section):
+    provider: Literal["test", "stripe"] = "test"
+    stripe_secret_key_file: str = ""
+    stripe_webhook_secret_file: str = ""
+
+
+class AuthSettings(Section):
+    secret_key_file: str = ""
+    access_token_minutes: int = live(15, ge=1, le=1440)
+    refresh_token_days: int = live(30, ge=1, le=365)
+    cookie_secure: bool = live(False)
+
+
+class ChatSettings(Section):
+    max_length: int = live(500, ge=1, le=10_000)
+    messages_per_10s: int = live(5, ge=1, le=1000)
+    slow_mode_seconds: int = live(0, ge=0, le=3600)
+    history: int = live(50, ge=0, le=1000)
+    banned_words: list[str] = live([])
+    links: Literal["allow", "block"] = live("allow")
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = live("info")
+    format: Literal["json", "text"] = live("json")
+    access_log: bool = live(True)
+
+
+class Settings(Section):
+    data_dir: str = "data"
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    events: EventsSettings = EventsSettings()
+    jobs: JobsSettings = JobsSettings()
+    media: MediaSettings = MediaSettings()
+    hls: HlsSettings = HlsSettings()
+    commerce: CommerceSettings = CommerceSettings()
+    payments: PaymentsSettings = PaymentsSettings()
+    auth: AuthSettings = AuthSettings()
+    chat: ChatSettings = ChatSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+def live_keys(model: type[BaseModel] = Settings, prefix: str = "") -> set[str]:
+    """Dotted paths of every field that hot reload applies without a restart."""
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= live_keys(annotation, f"{path}.")
+        elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("reload") == LIVE:
+            keys.add(path)
+    return keys

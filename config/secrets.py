@@ -1,0 +1,68 @@
+"""Credentials, read from environment variables or from the files the config names, never from YAML.
+
+A `Secrets` never prints its values: its repr and `redacted()` show only whether each one is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from config.loader import ConfigError
+from config.schema import Settings
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    secret_key: str | None = None
+    """Signs access tokens and guest identities (PINSTREAM_SECRET_KEY or auth.secret_key_file)."""
+    database_password: str | None = None
+    """PINSTREAM_DATABASE_PASSWORD or database.password_file."""
+    redis_password: str | None = None
+    """PINSTREAM_REDIS_PASSWORD or redis.password_file."""
+    stripe_secret_key: str | None = None
+    """PINSTREAM_STRIPE_SECRET_KEY or payments.stripe_secret_key_file."""
+    stripe_webhook_secret: str | None = None
+    """PINSTREAM_STRIPE_WEBHOOK_SECRET or payments.stripe_webhook_secret_file."""
+
+    def redacted(self) -> dict[str, str]:
+        return {f.name: ("(set)" if getattr(self, f.name) else "(unset)") for f in fields(self)}
+
+    def __repr__(self) -> str:
+        return f"Secrets({self.redacted()})"
+
+    def values(self) -> list[str]:
+        """Every secret that is set, so log redaction can mask them wherever they appear."""
+        return [value for f in fields(self) if (value := getattr(self, f.name))]
+
+
+# (field, environment variable, dotted config key of the *_file alternative)
+_SOURCES = (
+    ("secret_key", "PINSTREAM_SECRET_KEY", "auth.secret_key_file"),
+    ("database_password", "PINSTREAM_DATABASE_PASSWORD", "database.password_file"),
+    ("redis_password", "PINSTREAM_REDIS_PASSWORD", "redis.password_file"),
+    ("stripe_secret_key", "PINSTREAM_STRIPE_SECRET_KEY", "payments.stripe_secret_key_file"),
+    ("stripe_webhook_secret", "PINSTREAM_STRIPE_WEBHOOK_SECRET", "payments.stripe_webhook_secret_file"),
+)
+
+
+def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Secrets:
+    """The environment wins over a file; a named file that cannot be read is a config error naming its key."""
+    env = os.environ if environ is None else environ
+    values: dict[str, str | None] = {}
+    problems = []
+    for name, variable, file_key in _SOURCES:
+        value = env.get(variable) or None
+        section, key = file_key.split(".")
+        file_name: str = getattr(getattr(settings, section), key)
+        if value is None and file_name:
+            try:
+                value = Path(file_name).read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                problems.append(f"{file_key}: cannot read {file_name!r}: {exc.strerror or exc}")
+        values[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return Secrets(**values)

@@ -1,0 +1,1 @@
+"""The edge: WHIP/WHEP handlers and the Socket.IO namespace of a live room."""

@@ -1,0 +1,1 @@
+"""Tests run real peers, real databases and a real browser."""

@@ -1,0 +1,1 @@
+"""HLS packaging, renditions and recordings, made once per room from the program feed."""

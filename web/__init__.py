@@ -1,0 +1,1 @@
+"""The aiohttp application: pages, static assets, health and metrics."""
