@@ -64,6 +64,21 @@ def parse_settings(text: str, name: str = "<config>") -> Settings:
         raise ConfigError(_describe(exc, name, positions)) from None
 
 
+def apply_overrides(settings: Settings, overrides: dict[str, Any], name: str = "command line") -> Settings:
+    """Set dotted keys (e.g. from --port) and validate the result like a file."""
+    data = settings.model_dump()
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        section = data
+        for part in parents:
+            section = section[part]
+        section[leaf] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, name, {})) from None
+
+
 def _describe(exc: ValidationError, name: str, positions: dict[tuple[str, ...], tuple[int, int]]) -> list[str]:
     problems = []
     for error in exc.errors():

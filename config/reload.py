@@ -80,9 +80,12 @@ def merge_live(old: Settings, new: Settings) -> tuple[Settings, ReloadResult]:
 
 class ConfigWatcher:
     def __init__(self, path: str | Path, holder: ConfigHolder, poll_seconds: float = 0.5,
-                 debounce_seconds: float = 0.3) -> None:
+                 debounce_seconds: float = 0.3, load: Callable[[Path], Settings] = load_settings,
+                 on_refused: Callable[[list[str]], None] | None = None) -> None:
         self.path = Path(path)
         self.holder = holder
+        self.load = load
+        self.on_refused = on_refused
         self.poll_seconds = poll_seconds
         self.debounce_seconds = debounce_seconds
         self._signature = self._read_signature()
@@ -98,10 +101,12 @@ class ConfigWatcher:
         """Re-read now (SIGHUP). Returns what changed, or None when the file was refused."""
         self._signature = self._read_signature()
         try:
-            new = load_settings(self.path)
+            new = self.load(self.path)
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running configuration",
                          extra={"problems": exc.problems, "path": str(self.path)})
+            if self.on_refused is not None:
+                self.on_refused(exc.problems)
             return None
         merged, result = merge_live(self.holder.current, new)
         if result.applied or result.needs_restart:

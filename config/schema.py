@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LIVE = "live"
 
@@ -105,6 +105,12 @@ class IceSettings(Section):
     port_min: int = Field(0, ge=0, le=65535)
     port_max: int = Field(0, ge=0, le=65535)
     public_address: str = ""
+
+    @model_validator(mode="after")
+    def _port_range(self) -> IceSettings:
+        if self.port_max < self.port_min:
+            raise ValueError(f"port_max ({self.port_max}) is below port_min ({self.port_min})")
+        return self
 
 
 class MediaSettings(Section):

@@ -1,0 +1,21 @@
+"""The Socket.IO server: in-process rooms by default, python-socketio's Redis manager when scaled out."""
+
+from __future__ import annotations
+
+import logging
+
+import socketio
+
+from config.schema import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_socketio(settings: Settings, redis_password: str | None) -> socketio.AsyncServer:
+    manager = None
+    if settings.redis.url:
+        manager = socketio.AsyncRedisManager(settings.redis.url, channel="pinstream-socketio", logger=logger,
+                                             redis_options={"password": redis_password} if redis_password else None)
+    return socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, logger=logger,
+                                engineio_logger=False, cors_allowed_origins=settings.server.cors_origins,
+                                max_http_buffer_size=64 * 1024)
