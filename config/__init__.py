@@ -6,10 +6,10 @@ from config.schema import Settings, live_keys
 from config.secrets import Secrets, load_secrets
 
 __all__ = [
+    "DEFAULT_PATH",
     "ConfigError",
     "ConfigHolder",
     "ConfigWatcher",
-    "DEFAULT_PATH",
     "ReloadResult",
     "Secrets",
     "Settings",

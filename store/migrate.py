@@ -34,6 +34,17 @@ async def migrate(db: Database) -> None:
         await connection.run_sync(_upgrade, db.is_sqlite)
 
 
+def head_revision() -> str:
+    """The newest revision the code ships."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
 async def current_revision(db: Database) -> str | None:
     async with db.reader.connect() as connection:
         exists = await connection.run_sync(

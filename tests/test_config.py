@@ -57,7 +57,8 @@ def test_every_documented_key_has_a_comment_and_live_keys_say_so() -> None:
     ("logging:\n  level: loud\n", r"^f\.yml:2:3: logging\.level: Input should be 'debug', 'info'"),
     ("jobs:\n  lease_seconds: 0\n", r"^f\.yml:2:3: jobs\.lease_seconds: Input should be greater than or equal to 1"),
     ("redis:\n  url: http://x\n", r"^f\.yml:2:3: redis\.url: must be empty or start with redis://"),
-    ("media:\n  ice:\n    host_addresses: 5\n", r"^f\.yml:3:5: media\.ice\.host_addresses: Input should be a valid list"),
+    ("media:\n  ice:\n    host_addresses: 5\n",
+     r"^f\.yml:3:5: media\.ice\.host_addresses: Input should be a valid list"),
     ("- server\n", r"^f\.yml: the top level must be a mapping"),
 ])
 def test_bad_config_names_the_key(text: str, expected: str) -> None:

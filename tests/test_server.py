@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from store.migrate import head_revision
 from tests.server_process import ROOT, ServerProcess
 from tests.servers import PostgresServer
 
@@ -123,7 +124,7 @@ def test_migrate_command(tmp_path: Path) -> None:
     result = _run("migrate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "data" / "pinstream.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
 
 
 @pytest.mark.postgres
@@ -134,9 +135,8 @@ async def test_scale_out_config_on_postgres_and_redis(tmp_path: Path, postgres_s
     config = f"database:\n  url: {postgres_server.create_database()}\nredis:\n  url: {redis_url}\n"
     server = ServerProcess(tmp_path, config).start()
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{server.url}/readyz") as response:
-                assert response.status == 200
-                assert (await response.json())["checks"] == {"database": "ok", "redis": "ok"}
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["checks"] == {"database": "ok", "redis": "ok"}
     finally:
         assert server.stop() == 0

@@ -40,20 +40,24 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return web.json_response({"error": body}, status=status, headers=headers)
 
 
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    """Headers the exception set (Allow, Retry-After, CORS…), minus those describing its plain-text body."""
+    return {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except ApiError as exc:
-        return error_response(exc.status_code, exc.code, exc.message, exc.field, exc.headers)
+        return error_response(exc.status_code, exc.code, exc.message, exc.field, _kept_headers(exc))
     except web.HTTPException as exc:
         if exc.status_code < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status_code}:") else exc.reason
         return error_response(exc.status_code, _DEFAULT_CODES.get(exc.status_code, "error"), message,
-                              headers=headers)
+                              headers=_kept_headers(exc))
     except Exception:
         logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal_error",

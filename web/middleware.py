@@ -64,7 +64,8 @@ def _allowed_origin(request: web.Request) -> str | None:
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     origin = _allowed_origin(request)
-    is_preflight = request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    is_preflight = (request.method == hdrs.METH_OPTIONS
+                    and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers)
     if is_preflight:
         response: web.StreamResponse = web.Response(status=204)
         if origin:
@@ -84,8 +85,8 @@ async def cors_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 def _cors_headers(origin: str | None) -> dict[str, str]:
     if origin is None:
         return {hdrs.VARY: "Origin"}
-    headers = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin, hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: EXPOSED_HEADERS,
-               hdrs.VARY: "Origin"}
+    headers: dict[str, str] = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin, hdrs.VARY: "Origin",
+                               hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: EXPOSED_HEADERS}
     if origin != "*":
         headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
     return headers

@@ -1,0 +1,194 @@
+"""The transactional outbox: events are written with the change they describe and published after commit.
+
+A crash between commit and publish therefore delays an event instead of losing it: the relay finds it
+unpublished in the table. Delivery is at least once (a publish can be repeated when marking it as published
+fails); subscribers drop repeats by seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bus.base import Bus
+from bus.event import Event
+from bus.tasks import cancel_and_wait
+from config.schema import EventsSettings
+from store.clock import now_ms
+from store.database import Database, after_commit
+from store.models import EventTopic, OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+# Any fixed number, distinct from the migration lock: the PostgreSQL advisory lock that lets one relay
+# publish at a time across all nodes, so events leave in the order they were committed.
+_PG_RELAY_LOCK = 0x50494E45
+TOPIC_MAX_LENGTH = 200
+TYPE_MAX_LENGTH = 100
+CLEANUP_INTERVAL_SECONDS = 60.0
+
+# The relays running in this process; `emit` wakes them after commit so events go out without a poll delay.
+_local_relays: set[OutboxRelay] = set()
+
+
+def _wake_local_relays() -> None:
+    for relay in _local_relays:
+        relay.wake()
+
+
+async def emit(session: AsyncSession, topic: str, type: str, payload: Mapping[str, Any]) -> Event:
+    """Record an event in the caller's write transaction (a session from `Database.write()`).
+
+    The seq comes from an upsert on the topic's `event_topics` row, whose row lock makes concurrent writers of
+    one topic take turns until commit, so seq order is commit order on every topic.
+    """
+    if not topic or len(topic) > TOPIC_MAX_LENGTH:
+        raise ValueError(f"event topic must be 1-{TOPIC_MAX_LENGTH} characters: {topic!r}")
+    if not type or len(type) > TYPE_MAX_LENGTH:
+        raise ValueError(f"event type must be 1-{TYPE_MAX_LENGTH} characters: {type!r}")
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = insert(EventTopic).values(topic=topic, last_seq=1)
+    upsert = upsert.on_conflict_do_update(index_elements=[EventTopic.topic],
+                                          set_={"last_seq": EventTopic.last_seq + 1})
+    seq = (await session.execute(upsert.returning(EventTopic.last_seq))).scalar_one()
+    occurred_at = now_ms()
+    values = dict(payload)
+    row = insert(OutboxEvent).values(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at)
+    outbox_id = (await session.execute(row.returning(OutboxEvent.id))).scalar_one()
+    after_commit(session, _wake_local_relays)
+    return Event(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at, id=outbox_id)
+
+
+async def topic_seq(session: AsyncSession, topic: str) -> int:
+    """The last seq given out on `topic` (0 if none). Read it in the same transaction as a snapshot of the
+    state, then subscribe with it as `after_seq`: the snapshot plus the events after it miss nothing."""
+    seq = await session.scalar(select(EventTopic.last_seq).where(EventTopic.topic == topic))
+    return int(seq or 0)
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in id order, then marks them, all in one write transaction.
+
+    `settings` may be a callable, read again on every pass, so live reloads of the interval, batch size and
+    retention apply without a restart.
+    """
+
+    def __init__(self, db: Database, bus: Bus, settings: EventsSettings | Callable[[], EventsSettings], *,
+                 min_backoff: float = 0.05, max_backoff: float = 2.0) -> None:
+        self.db = db
+        self.bus = bus
+        if isinstance(settings, EventsSettings):
+            fixed = settings
+            self._settings: Callable[[], EventsSettings] = lambda: fixed
+        else:
+            self._settings = settings
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_cleanup = 0.0
+
+    @property
+    def settings(self) -> EventsSettings:
+        return self._settings()
+
+    def start(self) -> None:
+        """Run `run()` as a background task until `stop()`."""
+        if self._task is not None and not self._task.done():
+            raise RuntimeError("outbox relay already started")
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop the background task; an unfinished pass rolls back and its events go out on the next run."""
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Look for new events now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled. Failures (bus or database down) are retried with capped back-off."""
+        _local_relays.add(self)
+        backoff = self.min_backoff
+        failures = 0
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    published = await self.relay_once()
+                except Exception as exc:
+                    if failures == 0:
+                        logger.warning("outbox relay failed (%s: %s); retrying with back-off",
+                                       type(exc).__name__, exc)
+                    failures += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                if failures:
+                    logger.info("outbox relay publishing again after %d failed attempts", failures)
+                    failures, backoff = 0, self.min_backoff
+                settings = self.settings
+                if published >= settings.relay_batch:
+                    continue
+                await self._cleanup_when_due()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.relay_interval_ms / 1000):
+                        await self._wakeup.wait()
+        finally:
+            _local_relays.discard(self)
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many events were published. Raises (after rolling back) if the
+        bus refuses one, so none of the batch is marked and all of it is retried."""
+        async with self.db.write() as session:
+            if not self.db.is_sqlite:
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_RELAY_LOCK})
+            rows = (await session.execute(
+                select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.seq, OutboxEvent.type,
+                       OutboxEvent.payload, OutboxEvent.occurred_at)
+                .where(OutboxEvent.published_at.is_(None))
+                .order_by(OutboxEvent.id)
+                .limit(self.settings.relay_batch))).all()
+            for row in rows:
+                await self.bus.publish(Event(topic=row.topic, seq=row.seq, type=row.type, payload=row.payload,
+                                             occurred_at=row.occurred_at, id=row.id))
+            if rows:
+                await session.execute(update(OutboxEvent)
+                                      .where(OutboxEvent.id.in_([row.id for row in rows]))
+                                      .values(published_at=now_ms()))
+            return len(rows)
+
+    async def delete_expired(self) -> int:
+        """Delete published events older than the retention; returns how many."""
+        cutoff = now_ms() - self.settings.outbox_retention_hours * 3_600_000
+        async with self.db.write() as session:
+            result = await session.execute(delete(OutboxEvent).where(OutboxEvent.published_at.is_not(None),
+                                                                     OutboxEvent.published_at < cutoff))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def _cleanup_when_due(self) -> None:
+        if time.monotonic() < self._next_cleanup:
+            return
+        self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL_SECONDS
+        try:
+            deleted = await self.delete_expired()
+        except Exception as exc:
+            logger.warning("outbox cleanup failed (%s); trying again later", exc)
+            return
+        if deleted:
+            logger.info("deleted %d published outbox events past retention", deleted)
