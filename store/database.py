@@ -4,6 +4,7 @@ On SQLite every write transaction goes through one writer connection and starts 
 Writers therefore queue in asyncio for that connection instead of racing inside SQLite, where a deferred
 transaction that upgrades from read to write fails with "database is locked" however long the busy timeout.
 Readers use their own pool in WAL mode, so reads never wait for writes, and are opened `query_only`.
+Statement parameters are hidden from every error message, so a logged database error never carries user data.
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ class Database:
             if url.database in (None, "", ":memory:"):
                 raise ValueError("database.url: SQLite needs a file path (an in-memory database is per connection)")
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = create_async_engine(url, pool_size=1, max_overflow=0,
+            self.writer = create_async_engine(url, pool_size=1, max_overflow=0, hide_parameters=True,
                                               pool_timeout=settings.writer_wait_seconds)
             self.reader = create_async_engine(url, pool_size=settings.pool_size, max_overflow=0,
-                                              pool_timeout=settings.writer_wait_seconds)
+                                              hide_parameters=True, pool_timeout=settings.writer_wait_seconds)
             _sqlite_setup(self.writer, settings.busy_timeout_ms, begin="BEGIN IMMEDIATE", query_only=False)
             _sqlite_setup(self.reader, settings.busy_timeout_ms, begin="BEGIN", query_only=True)
         else:
             self.writer = self.reader = create_async_engine(
-                url, pool_size=settings.pool_size, max_overflow=settings.pool_size,
+                url, pool_size=settings.pool_size, max_overflow=settings.pool_size, hide_parameters=True,
                 pool_timeout=settings.writer_wait_seconds, pool_pre_ping=True)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)

@@ -106,10 +106,8 @@ def _default_owner() -> str:
 
 def _describe(error: BaseException) -> str:
     """The error as kept in last_error: type and first line only, so SQL parameters and dumps stay out."""
-    if isinstance(error, sa_exc.StatementError) and error.orig is not None:
-        message = str(error.orig)
-    else:
-        message = str(error)
+    driver_error = error.orig if isinstance(error, sa_exc.StatementError) else None
+    message = str(error if driver_error is None else driver_error)
     first_line = message.strip().splitlines()[0] if message.strip() else ""
     return f"{type(error).__name__}: {first_line}"[:MAX_ERROR_CHARS]
 

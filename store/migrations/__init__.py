@@ -1,0 +1,1 @@
+"""Alembic migrations; run through store.migrate, never by the alembic CLI."""
