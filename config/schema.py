@@ -144,6 +144,12 @@ class AuthSettings(Section):
     cookie_secure: bool = live(False)
 
 
+class RateLimitSettings(Section):
+    login_per_minute: int = live(10, ge=1, le=100_000)
+    signup_per_hour: int = live(20, ge=1, le=100_000)
+    writes_per_minute: int = live(120, ge=1, le=100_000)
+
+
 class ChatSettings(Section):
     max_length: int = live(500, ge=1, le=10_000)
     messages_per_10s: int = live(5, ge=1, le=1000)
@@ -171,6 +177,7 @@ class Settings(Section):
     commerce: CommerceSettings = CommerceSettings()
     payments: PaymentsSettings = PaymentsSettings()
     auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     chat: ChatSettings = ChatSettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from secrets import token_urlsafe
 
 from config.loader import ConfigError
 from config.schema import Settings
@@ -66,3 +67,39 @@ def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -
     if problems:
         raise ConfigError(problems)
     return Secrets(**values)
+
+
+SECRET_KEY_FILE = "secret_key"
+
+
+def ensure_secret_key(settings: Settings, secrets: Secrets) -> Secrets:
+    """`secrets` with a signing key: the configured one, else the one kept in `{data_dir}/secret_key`, which
+    is generated (readable by its owner only) the first time. Two processes starting at once agree: the file
+    is created exclusively and the loser reads the winner's key."""
+    if secrets.secret_key:
+        return secrets
+    path = Path(settings.data_dir) / SECRET_KEY_FILE
+    key = _read_key(path)
+    if key is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generated = token_urlsafe(48)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = _read_key(path)
+            if key is None:
+                raise ConfigError([f"data_dir: {path} exists but holds no secret key"]) from None
+        else:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(generated + "\n")
+            key = generated
+    return replace(secrets, secret_key=key)
+
+
+def _read_key(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError([f"data_dir: cannot read {str(path)!r}: {exc.strerror or exc}"]) from None

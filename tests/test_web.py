@@ -29,6 +29,7 @@ async def _echo(request: web.Request) -> web.Response:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     settings = apply_overrides(Settings(), {
+        "data_dir": str(tmp_path),
         "database.url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
         "server.cors_origins": ["https://shop.example"],
         "server.max_body_bytes": 2048,

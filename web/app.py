@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import socketio
 from aiohttp import web
 
-from bus import Bus, OutboxRelay, create_bus
+from accounts.service import ensure_first_admin
+from bus import OutboxRelay, create_bus
 from config.loader import load_settings
 from config.logs import configure_logging
 from config.reload import ConfigHolder, ConfigWatcher, ReloadResult
 from config.schema import Settings
-from config.secrets import Secrets
+from config.secrets import Secrets, ensure_secret_key
 from signaling.socketio import create_socketio
 from store import Database, migrate
-from store.jobs import Handler, JobRunner
+from store.jobs import JobRunner
 from web import health
+from web.api.routes import add_api
+from web.auth import make_auth_middleware
 from web.errors import error_middleware
 from web.metrics import Metrics
 from web.middleware import (
@@ -33,30 +36,12 @@ from web.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from web.ratelimit import RATE_LIMITER, RateLimiter
+from web.runtime import RUNTIME, Runtime
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Runtime:
-    """What one web process runs; filled in at start-up, read by handlers through `RUNTIME`."""
-
-    secrets: Secrets
-    config_path: Path | None
-    load: Callable[[Path], Settings] = load_settings
-    job_handlers: dict[str, Handler] = field(default_factory=dict)
-    database: Database | None = None
-    bus: Bus | None = None
-    watcher: ConfigWatcher | None = None
-
-    @property
-    def db(self) -> Database:
-        if self.database is None:
-            raise RuntimeError("the database is used before the application started")
-        return self.database
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
 SOCKETIO = web.AppKey("socketio", socketio.AsyncServer)
 
 
@@ -64,20 +49,24 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
               load: Callable[[Path], Settings] = load_settings) -> web.Application:
     """`load` re-reads `config_path` on reload; the CLI passes one that keeps its --host/--port."""
     holder = ConfigHolder(settings)
+    runtime = Runtime(secrets=secrets, config_path=config_path, load=load)
+    auth_middleware = make_auth_middleware(lambda: runtime.secrets.secret_key or "")
     app = web.Application(
         middlewares=[request_id_middleware, metrics_middleware, cors_middleware, error_middleware,
-                     body_limit_middleware],
+                     auth_middleware, body_limit_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[CONFIG] = holder
     app[METRICS] = Metrics()
-    app[RUNTIME] = Runtime(secrets=secrets, config_path=config_path, load=load)
+    app[RUNTIME] = runtime
+    app[RATE_LIMITER] = RateLimiter(lambda: holder.current.rate_limits)
     app[health.READINESS] = {}
     sio = create_socketio(settings, secrets.redis_password)
     sio.attach(app)
     app[SOCKETIO] = sio
     health.add_routes(app)
-    holder.subscribe(lambda new, _result: configure_logging(new.logging, secrets.values()))
+    add_api(app)
+    holder.subscribe(lambda new, _result: configure_logging(new.logging, runtime.secrets.values()))
     holder.subscribe(lambda _new, _result: app[METRICS].config_reloads.labels("applied").inc())
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_close_socketio)
@@ -87,9 +76,11 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
 async def _services(app: web.Application) -> AsyncIterator[None]:
     runtime, holder = app[RUNTIME], app[CONFIG]
     settings = holder.current
+    runtime.secrets = ensure_secret_key(settings, runtime.secrets)
     database = Database(settings.database, runtime.secrets.database_password)
     if settings.database.migrate_on_start:
         await migrate(database)
+    await _ensure_first_admin(database)
     bus = create_bus(settings, runtime.secrets.redis_password)
     relay = OutboxRelay(database, bus, lambda: holder.current.events)
     jobs = JobRunner(database, runtime.job_handlers, lambda: holder.current.jobs)
@@ -119,6 +110,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await bus.close()
         await database.close()
         logger.info("services stopped")
+
+
+async def _ensure_first_admin(database: Database) -> None:
+    """PINSTREAM_ADMIN_EMAIL and PINSTREAM_ADMIN_PASSWORD create the first admin once (a no-op later)."""
+    email, password = os.environ.get("PINSTREAM_ADMIN_EMAIL"), os.environ.get("PINSTREAM_ADMIN_PASSWORD")
+    if email and password:
+        async with database.write() as session:
+            await ensure_first_admin(session, email, password)
 
 
 async def _close_socketio(app: web.Application) -> None:

@@ -1,7 +1,8 @@
 """One error format for every client: `{"error": {"code", "message", "field"}}` with the right status.
 
-Handlers raise `ApiError`; aiohttp's own HTTP exceptions (404, 405, 413, …) are rewritten into the same
-shape, and anything unexpected becomes a 500 that names the request id but never the exception text.
+Handlers raise `ApiError`, services raise `DomainError` (each class fixes its status); aiohttp's own HTTP
+exceptions (404, 405, 413, …) are rewritten into the same shape,
+and anything unexpected becomes a 500 that names the request id but never the exception text.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from accounts.errors import DomainError
 from config.logs import request_id
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return response
     except ApiError as exc:
         return error_response(exc.status_code, exc.code, exc.message, exc.field, _kept_headers(exc))
+    except DomainError as exc:
+        return error_response(exc.http_status, exc.code, exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status_code < 400:
             raise
