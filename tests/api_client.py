@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from accounts import User, create_user, passwords
+from accounts import User, create_user
 from config import Secrets, Settings, apply_overrides
 from store import Database
 from web.app import build_app
@@ -20,12 +20,6 @@ Client = TestClient[web.Request, web.Application]
 SECRET = "api-test-secret-key-with-at-least-32-bytes"
 PASSWORD = "correct horse battery"
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashing() -> Iterator[None]:
-    passwords.configure(time_cost=1, memory_cost=8192, parallelism=1)
-    yield
-    passwords.configure()
 
 
 @pytest.fixture

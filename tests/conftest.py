@@ -13,9 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from accounts import passwords  # noqa: E402
 from config.schema import DatabaseSettings  # noqa: E402
 from store import Database, migrate  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
+
+pytest_plugins = ["tests.api_client"]
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashing() -> Iterator[None]:
+    """Argon2 at its cheapest: the tests check behaviour, not the cost of hashing."""
+    passwords.configure(time_cost=1, memory_cost=8192, parallelism=1)
+    yield
+    passwords.configure()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -46,13 +45,6 @@ PASSWORD = "correct horse"
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashing() -> Iterator[None]:
-    """Argon2 at its cheapest: the tests check behaviour, not the cost of hashing."""
-    passwords.configure(time_cost=1, memory_cost=8192, parallelism=1)
-    yield
-    passwords.configure()
 
 
 async def make_user(db: Database, email: str = "ann@example.com", role: str = "viewer") -> User:

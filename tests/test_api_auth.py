@@ -13,12 +13,10 @@ from accounts import issue_access_token
 from config import Secrets, Settings, apply_overrides
 from config.secrets import ensure_secret_key
 from store import now_ms
-from tests.api_client import PASSWORD, SECRET, Client, cheap_hashing, client, login, make_user
+from tests.api_client import PASSWORD, SECRET, Client, login, make_user
 from web.app import build_app
 from web.errors import ApiError
 from web.ratelimit import RateLimiter
-
-__all__ = ["cheap_hashing", "client"]
 
 
 async def test_signup_login_me_refresh_logout(client: Client) -> None:

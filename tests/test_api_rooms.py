@@ -8,11 +8,9 @@ import pytest
 
 from accounts import Unauthorized
 from rooms import authorize_publish
-from tests.api_client import Client, bearer, cheap_hashing, client, database, make_user
+from tests.api_client import Client, bearer, database, make_user
 from web.api.registry import Operation
 from web.api.routes import API
-
-__all__ = ["cheap_hashing", "client"]
 
 
 def _concrete(path: str) -> str:

@@ -8,10 +8,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.api_client import Client, bearer, cheap_hashing, client
+from tests.api_client import Client, bearer
 from web.api.routes import API
-
-__all__ = ["cheap_hashing", "client"]
 
 
 async def _document(client: Client) -> dict[str, Any]:

@@ -4,7 +4,6 @@ per room even under concurrent go-lives, listings, publisher sessions and the ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -20,7 +19,6 @@ from accounts import (
     Unauthorized,
     User,
     create_user,
-    passwords,
     rotate_stream_key,
 )
 from rooms import (
@@ -52,12 +50,6 @@ PASSWORD = "correct horse"
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashing() -> Iterator[None]:
-    passwords.configure(time_cost=1, memory_cost=8192, parallelism=1)
-    yield
-    passwords.configure()
 
 
 @dataclass
