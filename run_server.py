@@ -4,6 +4,8 @@
     python run_server.py [--config PATH] [--host H] [--port P]      serve (default http://127.0.0.1:8080)
     python run_server.py check-config [PATH]                        validate, print effective settings
     python run_server.py migrate [--config PATH]                    apply database migrations
+    python run_server.py create-user EMAIL --role host [--password-file F] [--config PATH]
+    python run_server.py stream-key EMAIL [--config PATH]           rotate a host's stream key, print it once
 
 A config problem exits with status 2 and one line per problem on stderr.
 """
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import ConfigError, Secrets, Settings, apply_overrides, load_secrets, load_settings
 from config.logs import configure_logging
@@ -44,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
                                 help="validate a config file and print the effective settings")
     check.add_argument("path", nargs="?", type=Path, help="file to check (default: --config)")
     commands.add_parser("migrate", parents=[common], help="apply pending database migrations")
+    create = commands.add_parser("create-user", parents=[common], help="create an account")
+    create.add_argument("email")
+    create.add_argument("--role", choices=("viewer", "host", "admin"), default="viewer")
+    create.add_argument("--display-name", help="shown to others (default: the part of EMAIL before @)")
+    create.add_argument("--password-file", type=Path,
+                        help="file holding the password (default: prompt for it, without echo)")
+    key = commands.add_parser("stream-key", parents=[common],
+                              help="rotate a host's stream key and print the new one (shown only once)")
+    key.add_argument("email")
     return parser
 
 
@@ -69,7 +82,69 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.logging, secrets.values())
     if args.command == "migrate":
         return asyncio.run(run_migrations(settings, secrets))
+    if args.command == "create-user":
+        password = _read_password(args.password_file)
+        if password is None:
+            return 1
+        return asyncio.run(admin_command(settings, secrets, lambda session: _create_user(
+            session, args.email, password, args.role, args.display_name)))
+    if args.command == "stream-key":
+        return asyncio.run(admin_command(settings, secrets, lambda session: _rotate_stream_key(session, args.email)))
     return serve(settings, secrets, path, load)
+
+
+def _read_password(password_file: Path | None) -> str | None:
+    if password_file is not None:
+        try:
+            return password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            print(f"error: cannot read --password-file: {exc.strerror or exc}", file=sys.stderr)
+            return None
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        print("error: the passwords differ", file=sys.stderr)
+        return None
+    return password
+
+
+async def admin_command(settings: Settings, secrets: Secrets,
+                        action: Callable[[AsyncSession], Awaitable[str]]) -> int:
+    """Run one account command in a write transaction on the configured database; 1 on a refused request."""
+    from accounts.errors import DomainError
+    from store import Database, migrate
+
+    database = Database(settings.database, secrets.database_password)
+    try:
+        if settings.database.migrate_on_start:
+            await migrate(database)
+        async with database.write() as session:
+            output = await action(session)
+    except DomainError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
+        return 1
+    finally:
+        await database.close()
+    print(output)
+    return 0
+
+
+async def _create_user(session: AsyncSession, email: str, password: str, role: str,
+                       display_name: str | None) -> str:
+    from accounts.service import create_user
+
+    user = await create_user(session, email, password, role, display_name)
+    return f"created {user.role} {user.email} (id {user.id})"
+
+
+async def _rotate_stream_key(session: AsyncSession, email: str) -> str:
+    from accounts.errors import NotFound
+    from accounts.service import find_user_by_email
+    from accounts.stream_keys import rotate_stream_key
+
+    user = await find_user_by_email(session, email)
+    if user is None:
+        raise NotFound("user_not_found", f"no account for {email}", "email")
+    return await rotate_stream_key(session, user.id)
 
 
 def check_config(settings: Settings, secrets: Secrets) -> int:

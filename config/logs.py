@@ -72,3 +72,5 @@ def configure_logging(settings: LoggingSettings, secrets: Iterable[str] = ()) ->
     handler.setFormatter(formatter)
     root.setLevel(settings.level.upper())
     logging.getLogger("aiohttp.access").disabled = not settings.access_log
+    # Alembic announces every plugin it loads at info; only the migrations it runs are worth a line.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

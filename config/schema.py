@@ -142,6 +142,11 @@ class AuthSettings(Section):
     access_token_minutes: int = live(15, ge=1, le=1440)
     refresh_token_days: int = live(30, ge=1, le=365)
     cookie_secure: bool = live(False)
+    guest_token_hours: int = live(12, ge=1, le=168)
+
+
+class RoomsSettings(Section):
+    create_on_publish: bool = live(True)
 
 
 class RateLimitSettings(Section):
@@ -177,6 +182,7 @@ class Settings(Section):
     commerce: CommerceSettings = CommerceSettings()
     payments: PaymentsSettings = PaymentsSettings()
     auth: AuthSettings = AuthSettings()
+    rooms: RoomsSettings = RoomsSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     chat: ChatSettings = ChatSettings()
     logging: LoggingSettings = LoggingSettings()

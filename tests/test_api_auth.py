@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from accounts import issue_access_token
+from accounts import issue_access_token, tokens
 from config import Secrets, Settings, apply_overrides
 from config.secrets import ensure_secret_key
 from store import now_ms
@@ -136,3 +136,16 @@ def test_secret_key_is_generated_once_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert ensure_secret_key(settings, Secrets()).secret_key == first.secret_key
     assert ensure_secret_key(settings, Secrets(secret_key="given")).secret_key == "given"
+
+
+async def test_guest_identity_is_signed_and_not_an_account(client: Client) -> None:
+    response = await client.post("/api/auth/guest", json={"nickname": "  denimfan "})
+    assert response.status == 201
+    body = await response.json()
+    assert body["nickname"] == "denimfan" and body["expires_at"] > 0
+    principal = tokens.verify_token(body["guest_token"], SECRET)
+    assert principal.is_guest and principal.nickname == "denimfan" and principal.user_id is None
+    me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {body['guest_token']}"})
+    assert me.status == 401  # a guest may watch and chat, but has no account
+    bad = await client.post("/api/auth/guest", json={"nickname": "<script>"})
+    assert bad.status == 422 and (await bad.json())["error"]["field"] == "nickname"

@@ -78,3 +78,17 @@ async def test_validation_error_names_the_field(client: Client) -> None:
     response = await client.post("/api/auth/signup", json={"email": "nope", "password": "x" * 9,
                                                             "display_name": "N"})
     assert response.status == 422 and (await response.json())["error"]["field"] == "email"
+
+
+async def test_query_parameters_are_documented_and_validated(client: Client) -> None:
+    document = await _document(client)
+    parameters = {p["name"]: p for p in document["paths"]["/api/shows"]["get"]["parameters"]}
+    assert parameters["status"]["in"] == "query"
+    assert parameters["status"]["schema"]["enum"] == ["live", "upcoming", "past"]
+    assert parameters["limit"]["schema"]["maximum"] == 100
+    bad = (("status=soon", "status"), ("limit=0", "limit"), ("limit=x", "limit"), ("colour=red", "colour"))
+    for query, field in bad:
+        response = await client.get(f"/api/shows?{query}")
+        assert response.status == 422, query
+        assert (await response.json())["error"]["field"] == field
+    assert (await client.get("/api/shows?status=upcoming&limit=5")).status == 200

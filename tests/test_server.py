@@ -140,3 +140,33 @@ async def test_scale_out_config_on_postgres_and_redis(tmp_path: Path, postgres_s
             assert (await response.json())["checks"] == {"database": "ok", "redis": "ok"}
     finally:
         assert server.stop() == 0
+
+
+async def test_create_user_and_stream_key_commands(tmp_path: Path) -> None:
+    from accounts.stream_keys import user_for_stream_key
+    from config.schema import DatabaseSettings
+    from store import Database
+
+    password_file = tmp_path / "pw"
+    password_file.write_text("a long password\n")
+    created = _run("create-user", "Host@Example.com", "--role", "host", "--password-file", str(password_file),
+                   cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "created host host@example.com" in created.stdout
+    again = _run("create-user", "host@example.com", "--password-file", str(password_file), cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    first, second = (_run("stream-key", "host@example.com", cwd=tmp_path) for _ in range(2))
+    assert first.returncode == second.returncode == 0
+    old_key, new_key = first.stdout.strip(), second.stdout.strip()
+    assert new_key.startswith("psk_") and new_key != old_key
+    assert new_key not in first.stderr + second.stderr  # printed once, on stdout, never logged
+    database = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'pinstream.db'}"))
+    try:
+        async with database.read() as session:
+            assert await user_for_stream_key(session, old_key) is None
+            user = await user_for_stream_key(session, new_key)
+            assert user is not None and user.email == "host@example.com"
+    finally:
+        await database.close()
+    unknown = _run("stream-key", "nobody@example.com", cwd=tmp_path)
+    assert unknown.returncode == 1 and "no account" in unknown.stderr

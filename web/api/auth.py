@@ -93,6 +93,30 @@ async def logout(request: web.Request, body: RefreshIn) -> web.Response:
     return response
 
 
+class GuestIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"nickname": "denimfan"}]})
+
+    nickname: str = Field(max_length=64)
+
+
+class GuestOut(BaseModel):
+    guest_token: str
+    """Send as `Authorization: Bearer` (or the Socket.IO auth token) to watch and chat as this nickname."""
+    nickname: str
+    expires_at: int
+    """Milliseconds since the Unix epoch."""
+
+
+@api.route("POST", "/api/auth/guest", summary="A signed guest identity: watch and chat under a nickname",
+           tag="auth", body=GuestIn, response=GuestOut, status=201, rate_limit="signup")
+async def guest(request: web.Request, body: GuestIn) -> GuestOut:
+    policy = token_policy(request)
+    token = tokens.issue_guest_token(body.nickname, policy.secret, settings(request).auth.guest_token_hours)
+    principal = tokens.verify_guest_token(token, policy.secret)
+    assert principal.nickname is not None
+    return GuestOut(guest_token=token, nickname=principal.nickname, expires_at=principal.expires_at)
+
+
 @api.route("GET", "/api/auth/me", summary="The signed-in account", tag="auth", access="user", response=UserOut)
 async def me(request: web.Request) -> UserOut:
     async with runtime(request).db.read() as session:

@@ -45,6 +45,7 @@ class Operation:
     tag: str
     access: Access
     body: type[BaseModel] | None
+    query: type[BaseModel] | None
     response: type[BaseModel] | None
     status: int
     errors: tuple[int, ...]
@@ -56,13 +57,14 @@ class Api:
     operations: list[Operation] = field(default_factory=list)
 
     def route(self, method: str, path: str, *, summary: str, tag: str, access: Access = "public",
-              body: type[BaseModel] | None = None, response: type[BaseModel] | None = None, status: int = 200,
-              errors: tuple[int, ...] = (), rate_limit: RateScope | None = None) -> Callable[[Handler], Handler]:
+              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              response: type[BaseModel] | None = None, status: int = 200, errors: tuple[int, ...] = (),
+              rate_limit: RateScope | None = None) -> Callable[[Handler], Handler]:
         """Declare a handler `async def handler(request, body?) -> BaseModel | web.StreamResponse | None`."""
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(method.upper(), path, handler, handler.__name__, summary, tag,
-                                             access, body, response, status, errors, rate_limit))
+                                             access, body, query, response, status, errors, rate_limit))
             return handler
 
         return register
@@ -87,6 +89,8 @@ def _wrap(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamR
         args: list[Any] = [request]
         if operation.body is not None:
             args.append(await parse_body(request, operation.body))
+        if operation.query is not None:
+            args.append(_validated(operation.query, dict(request.query)))
         result = await operation.handler(*args)
         if isinstance(result, web.StreamResponse):
             return result
@@ -106,6 +110,11 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    return _validated(model, data)
+
+
+def _validated(model: type[ModelT], data: Any) -> ModelT:
+    """A body or query string as `model`, or 422 naming the first offending field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -132,6 +141,8 @@ def openapi_document(api: Api, title: str, version: str) -> dict[str, Any]:
                                  "tags": [operation.tag], "responses": {}}
         parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                       for name in _path_parameters(operation.path)]
+        if operation.query is not None:
+            parameters += _query_parameters(operation.query)
         if parameters:
             entry["parameters"] = parameters
         if operation.access != "public":
@@ -147,6 +158,8 @@ def openapi_document(api: Api, title: str, version: str) -> dict[str, Any]:
         statuses = set(operation.errors)
         if operation.body is not None:
             statuses |= {400, 415, 422}
+        if operation.query is not None:
+            statuses.add(422)
         if operation.access != "public":
             statuses |= {401} | ({403} if operation.access != "user" else set())
         if operation.rate_limit is not None:
@@ -167,6 +180,13 @@ def openapi_document(api: Api, title: str, version: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": property_schema}
+            for name, property_schema in schema.get("properties", {}).items()]
 
 
 def _path_parameters(path: str) -> list[str]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from accounts.errors import Invalid, NotFound
+from accounts.errors import NotFound
 from rooms import service
 from web.api.common import ShowOut, caller, runtime
 from web.api.registry import Api
 
 api = Api()
-LISTINGS = ("live", "upcoming", "past")
 
 
 class ShowIn(BaseModel):
@@ -22,6 +23,13 @@ class ShowIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
     scheduled_start: int | None = Field(None, ge=0, description="milliseconds since the Unix epoch")
+
+
+class ShowQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["live", "upcoming", "past"] = "live"
+    limit: int = Field(20, ge=1, le=100)
 
 
 class ShowList(BaseModel):
@@ -38,17 +46,11 @@ async def schedule_show(request: web.Request, body: ShowIn) -> ShowOut:
     return ShowOut.of(show)
 
 
-@api.route("GET", "/api/shows", summary="Shows in public rooms: ?status=live (default), upcoming or past",
-           tag="shows", response=ShowList, errors=(422,))
-async def list_shows(request: web.Request) -> ShowList:
-    which = request.query.get("status", "live")
-    if which not in LISTINGS:
-        raise Invalid("invalid_status", "status must be live, upcoming or past", "status")
-    limit = request.query.get("limit", "20")
-    if not limit.isdigit():
-        raise Invalid("invalid_limit", "limit must be a number", "limit")
+@api.route("GET", "/api/shows", summary="Shows in public rooms: live (default), upcoming or past",
+           tag="shows", query=ShowQuery, response=ShowList)
+async def list_shows(request: web.Request, query: ShowQuery) -> ShowList:
     async with runtime(request).db.read() as session:
-        shows = await service.list_shows(session, which, int(limit))
+        shows = await service.list_shows(session, query.status, query.limit)
     return ShowList(shows=[ShowOut.of(show) for show in shows])
 
 
