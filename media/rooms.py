@@ -1,0 +1,310 @@
+"""Rooms of publishers and viewers inside a media worker: the `MediaControl` implementation.
+
+A publisher session's tracks each feed a `TrackHub`; a viewer session adds one leg per track to those hubs
+once its DTLS transport is up. SDP in, SDP out: nothing here knows about HTTP, users or products.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.clock import current_ntp_time
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
+
+from config.schema import MediaSettings
+from media import forwarding
+from media.api import MediaError, MediaEvent, SessionAnswer
+from media.codecs import FORWARDABLE
+from media.hub import TrackHub, ViewerLeg
+
+logger = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024
+SENDER_REPORT_SYNC_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class PublisherSession:
+    id: str
+    room: str
+    pc: RTCPeerConnection
+    hubs: dict[str, TrackHub] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class ViewerSession:
+    id: str
+    room: str
+    pc: RTCPeerConnection
+    transceivers: dict[str, RTCRtpTransceiver] = field(default_factory=dict)
+    legs: list[tuple[TrackHub, ViewerLeg, RTCRtpSender]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    publisher: PublisherSession | None = None
+    viewers: dict[str, ViewerSession] = field(default_factory=dict)
+
+
+class MediaService:
+    """Implements `media.api.MediaControl` inside the worker process."""
+
+    def __init__(self, settings: MediaSettings, emit: Callable[[MediaEvent], None]) -> None:
+        forwarding.check_aiortc()
+        self.settings = settings
+        self.emit = emit
+        self.rooms: dict[str, Room] = {}
+        self._sessions: dict[str, PublisherSession | ViewerSession] = {}
+        self._configured = False
+        self._report_task: asyncio.Task[None] | None = None
+
+    def _configure(self) -> None:
+        if not self._configured:
+            ice = self.settings.ice
+            forwarding.configure_ice(ice.host_addresses, ice.port_min, ice.port_max)
+            self._report_task = asyncio.get_running_loop().create_task(self._sync_sender_reports())
+            self._configured = True
+
+    # --- publishers ----------------------------------------------------------------------------------------
+
+    async def open_publisher(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+        self._configure()
+        kinds = _offered_kinds(offer_sdp, wanted_direction="send")
+        current = self.rooms.get(room)
+        if current is not None and current.publisher is not None:
+            raise MediaError("publisher_exists", f"room {room!r} already has its publisher", 409)
+        pc = RTCPeerConnection()
+        transceivers = {}
+        for kind in kinds:
+            transceiver = pc.addTransceiver(kind, direction="recvonly")
+            transceiver.setCodecPreferences(FORWARDABLE[kind])
+            transceivers[kind] = transceiver
+        answer = await _negotiate(pc, offer_sdp, "no_forwardable_codec",
+                                  "offer has no codec Pinstream forwards (Opus; H.264 packetization-mode 1 "
+                                  "constrained baseline; VP8)")
+        session = PublisherSession(session_id, room, pc)
+        for kind, transceiver in transceivers.items():
+            codec = transceiver._codecs[0]
+            assert codec.payloadType is not None  # negotiated codecs always carry one
+            hub = TrackHub(kind, codec.mimeType, codec.clockRate, lambda: None, dict(codec.parameters))
+            self._divert(transceiver, codec.payloadType, hub)
+            session.hubs[kind] = hub
+        self.rooms.setdefault(room, Room(room)).publisher = session
+        self._register(session)
+        logger.info("publisher joined", extra={"room": room, "session_id": session_id,
+                                               "codecs": _codec_names(transceivers)})
+        return SessionAnswer(session_id, self._announce(answer), _codec_names(transceivers))
+
+    def _divert(self, transceiver: RTCRtpTransceiver, payload_type: int, hub: TrackHub) -> None:
+        receiver = transceiver.receiver
+        media_ssrc = [0]
+
+        def on_packet(packet: RtpPacket) -> None:
+            if packet.payload_type != payload_type:
+                return  # RTX or another stream: not forwarded as media
+            media_ssrc[0] = packet.ssrc
+            hub.forward(bool(packet.marker), packet.timestamp, packet.payload)
+
+        def request_keyframe() -> None:
+            if media_ssrc[0]:
+                task = asyncio.ensure_future(forwarding.send_picture_loss(receiver, media_ssrc[0]))
+                task.add_done_callback(_log_failure)
+
+        hub.request_keyframe_upstream = request_keyframe
+        forwarding.divert_received_rtp(receiver, on_packet)
+
+    # --- viewers -------------------------------------------------------------------------------------------
+
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+        self._configure()
+        kinds = _offered_kinds(offer_sdp, wanted_direction="recv")
+        current = self.rooms.get(room)
+        publisher = current.publisher if current is not None else None
+        if current is None or publisher is None or not publisher.hubs:
+            raise MediaError("not_live", f"room {room!r} is not live", 404)
+        pc = RTCPeerConnection()
+        session = ViewerSession(session_id, room, pc)
+        for kind in kinds:
+            hub = publisher.hubs.get(kind)
+            if hub is None:
+                continue
+            transceiver = pc.addTransceiver(forwarding.IdleTrack(kind), direction="sendonly")
+            transceiver.setCodecPreferences([_capability(kind, hub)])
+            session.transceivers[kind] = transceiver
+        answer = await _negotiate(pc, offer_sdp, "viewer_codec_unsupported",
+                                  f"the viewer cannot receive the room's codecs "
+                                  f"({', '.join(h.mime_type for h in publisher.hubs.values())})")
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState == "connected":
+                self._attach_viewer(session)
+                self.emit(MediaEvent("session.connected", room, session_id, "viewer"))
+
+        current.viewers[session_id] = session
+        self._register(session)
+        return SessionAnswer(session_id, self._announce(answer), _codec_names(session.transceivers))
+
+    def _attach_viewer(self, session: ViewerSession) -> None:
+        room = self.rooms.get(session.room)
+        if room is None or room.publisher is None or session.legs:
+            return
+        for kind, transceiver in session.transceivers.items():
+            hub = room.publisher.hubs.get(kind)
+            if hub is None or not transceiver._codecs:
+                continue
+            sender = transceiver.sender
+            payload_type = transceiver._codecs[0].payloadType
+            assert payload_type is not None  # negotiated codecs always carry one
+            leg = ViewerLeg(payload_type=payload_type, ssrc=sender._ssrc,
+                            send=forwarding.packet_sender(sender), sequence=random.randrange(0x10000))
+            forwarding.route_keyframe_requests(sender, hub.request_keyframe)
+            hub.add_leg(leg)
+            session.legs.append((hub, leg, sender))
+
+    # --- both ----------------------------------------------------------------------------------------------
+
+    def _register(self, session: PublisherSession | ViewerSession) -> None:
+        self._sessions[session.id] = session
+        kind = "publisher" if isinstance(session, PublisherSession) else "viewer"
+
+        @session.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if session.pc.connectionState in ("failed", "closed"):
+                await self.close_session(session.id)
+            elif session.pc.connectionState == "connected" and kind == "publisher":
+                self.emit(MediaEvent("session.connected", session.room, session.id, "publisher"))
+
+    async def close_session(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        room = self.rooms.get(session.room)
+        if isinstance(session, PublisherSession):
+            for hub in session.hubs.values():
+                hub.close()
+            if room is not None and room.publisher is session:
+                room.publisher = None
+                for viewer_id in list(room.viewers):
+                    await self.close_session(viewer_id)
+            kind = "publisher"
+        else:
+            for hub, leg, _sender in session.legs:
+                hub.remove_leg(leg)
+            if room is not None:
+                room.viewers.pop(session_id, None)
+            kind = "viewer"
+        if room is not None and room.publisher is None and not room.viewers:
+            self.rooms.pop(session.room, None)
+        await session.pc.close()
+        self.emit(MediaEvent("session.closed", session.room, session_id, kind))  # type: ignore[arg-type]
+        logger.info("session closed", extra={"room": session.room, "session_id": session_id, "kind": kind})
+        return True
+
+    async def request_keyframe(self, room: str) -> None:
+        current = self.rooms.get(room)
+        if current is None or current.publisher is None:
+            raise MediaError("not_live", f"room {room!r} is not live", 404)
+        video = current.publisher.hubs.get("video")
+        if video is not None:
+            video.request_keyframe()
+
+    async def stats(self) -> dict[str, Any]:
+        rooms = {}
+        for name, room in self.rooms.items():
+            hubs = room.publisher.hubs if room.publisher else {}
+            rooms[name] = {
+                "publisher": room.publisher.id if room.publisher else None,
+                "viewers": len(room.viewers),
+                "tracks": {kind: {"codec": hub.mime_type, "packets_in": hub.packets_in,
+                                  "packets_out": hub.packets_out, "bytes_out": hub.bytes_out,
+                                  "keyframe_requests": hub.keyframe_requests_upstream, "legs": len(hub.legs)}
+                           for kind, hub in hubs.items()},
+            }
+        return {"rooms": rooms, "sessions": len(self._sessions)}
+
+    async def close(self) -> None:
+        if self._report_task is not None:
+            self._report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._report_task
+        for session_id in list(self._sessions):
+            await self.close_session(session_id)
+
+    def _announce(self, description: RTCSessionDescription) -> str:
+        return forwarding.announce_public_address(description.sdp, self.settings.ice.public_address)
+
+    async def _sync_sender_reports(self) -> None:
+        """Off the packet path: copy each leg's counters into its sender for aiortc's RTCP SR loop."""
+        while True:
+            await asyncio.sleep(SENDER_REPORT_SYNC_SECONDS)
+            ntp = current_ntp_time()
+            for session in list(self._sessions.values()):
+                if isinstance(session, ViewerSession):
+                    for _hub, leg, sender in session.legs:
+                        forwarding.update_sender_report(sender, leg.packets, leg.octets, leg.last_timestamp, ntp)
+
+
+def _offered_kinds(offer_sdp: str, wanted_direction: str) -> list[str]:
+    """Validate an offer: size, syntax, at most one audio and one video section, the right direction."""
+    if len(offer_sdp.encode()) > MAX_SDP_BYTES:
+        raise MediaError("sdp_too_large", f"SDP over {MAX_SDP_BYTES} bytes", 413)
+    try:
+        description = SessionDescription.parse(offer_sdp)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise MediaError("bad_sdp", f"malformed SDP offer: {exc}", 400) from None
+    kinds = [media.kind for media in description.media]
+    if not kinds:
+        raise MediaError("bad_sdp", "the offer has no media section", 400)
+    for kind in kinds:
+        if kind not in ("audio", "video"):
+            raise MediaError("unsupported_media", f"{kind} sections are not supported", 400)
+    if kinds.count("audio") > 1 or kinds.count("video") > 1:
+        raise MediaError("too_many_tracks", "one audio and one video track per session", 400)
+    for media in description.media:
+        direction = media.direction or "sendrecv"
+        if wanted_direction not in direction:  # "send" fits sendonly/sendrecv, "recv" recvonly/sendrecv
+            raise MediaError("bad_direction", f"{media.kind} is {direction}; expected {wanted_direction}", 400)
+    return kinds
+
+
+async def _negotiate(pc: RTCPeerConnection, offer_sdp: str, code: str, message: str) -> RTCSessionDescription:
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (OperationError, InvalidAccessError, InvalidStateError, InternalError, ValueError) as exc:
+        await pc.close()
+        if isinstance(exc, OperationError):
+            raise MediaError(code, message, 422) from None
+        raise MediaError("bad_sdp", f"offer refused: {exc}", 400) from None
+    description = pc.localDescription
+    assert description is not None
+    return description
+
+
+def _capability(kind: str, hub: TrackHub) -> RTCRtpCodecCapability:
+    for capability in FORWARDABLE[kind]:
+        if capability.mimeType.lower() == hub.mime_type.lower() and (
+                kind == "audio" or capability.parameters == hub.codec_parameters):
+            return capability
+    raise MediaError("no_forwardable_codec", f"{hub.mime_type} is not forwardable", 422)
+
+
+def _codec_names(transceivers: dict[str, RTCRtpTransceiver]) -> list[str]:
+    return [t._codecs[0].mimeType for t in transceivers.values() if t._codecs]
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("keyframe request failed", exc_info=task.exception())
