@@ -102,9 +102,18 @@ class JobsSettings(Section):
 
 class IceSettings(Section):
     host_addresses: list[str] = []
+    stun_urls: list[str] = live([])
     port_min: int = Field(0, ge=0, le=65535)
     port_max: int = Field(0, ge=0, le=65535)
     public_address: str = ""
+
+    @field_validator("stun_urls")
+    @classmethod
+    def _stun(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:")):
+                raise ValueError(f"{url!r} is not a stun: or stuns: URL")
+        return value
 
     @model_validator(mode="after")
     def _port_range(self) -> IceSettings:
@@ -147,6 +156,7 @@ class AuthSettings(Section):
 
 class RoomsSettings(Section):
     create_on_publish: bool = live(True)
+    end_grace_seconds: int = live(30, ge=0, le=3600)
 
 
 class RateLimitSettings(Section):

@@ -14,16 +14,18 @@ SessionKind = Literal["publisher", "viewer"]
 
 
 class MediaError(Exception):
-    """A refused media request; `code` is stable for clients, `status` the HTTP status it stands for."""
+    """A refused media request (SDP, WHIP/WHEP): `code` is stable for clients, `status` the HTTP status it
+    stands for, `field` the offending input when there is one."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.field = field
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "status": self.status}
+        return {"code": self.code, "message": self.message, "status": self.status, "field": self.field}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from bus import emit
 from rooms.models import PublisherSessionRow, RoomRow, ShowRow
 from rooms.service import _room_row, _room_value, get_show
 from rooms.values import PUBLISHER_KINDS, PublisherSession, Room, Show, can_publish
-from store import clock
+from store import clock, jobs
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +179,34 @@ async def set_program_publisher(session: AsyncSession, room: Room, publisher_ses
     row.program_publisher_id = publisher_session_id
     await session.flush()
     return await _room_value(session, row)
+
+
+END_IF_IDLE_JOB = "show.end_if_idle"
+
+
+async def schedule_end_if_idle(session: AsyncSession, show_id: int, grace_ms: int, *,
+                               now_ms: int | None = None) -> None:
+    """After the last publisher leaves, end the show once `grace_ms` pass without one coming back, as a
+    durable job so a restart in between still ends it."""
+    await jobs.schedule(session, END_IF_IDLE_JOB, _now(now_ms) + grace_ms, {"show_id": show_id},
+                        key=f"{END_IF_IDLE_JOB}:{show_id}")
+
+
+async def end_if_idle(session: AsyncSession, job: jobs.JobContext) -> None:
+    """Job handler: end the show unless a publisher reconnected during the grace period."""
+    show_id = int(job.payload["show_id"])
+    if await _open_count(session, show_id) == 0:
+        show = await get_show(session, show_id)
+        if show.status == "live":
+            await end_show(session, show)
+
+
+async def find_publisher_session(session: AsyncSession, publisher_session_id: str) -> PublisherSession | None:
+    row = await session.get(PublisherSessionRow, publisher_session_id)
+    return PublisherSession.from_row(row) if row is not None else None
+
+
+async def open_publisher_sessions(session: AsyncSession) -> list[PublisherSession]:
+    """Every publisher session not yet closed (after a media worker restart, all of them are gone)."""
+    rows = (await session.execute(select(PublisherSessionRow).where(PublisherSessionRow.ended_at.is_(None))))
+    return [PublisherSession.from_row(row) for row in rows.scalars()]

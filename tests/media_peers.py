@@ -20,14 +20,14 @@ BLOCK = 16
 WIDTH, HEIGHT = 320, 240
 
 
-def test_address() -> str:
+def veth_address() -> str:
     """The namespace's veth address under `make test`; loopback elsewhere (aiortc peers accept it)."""
     addresses = os.environ.get("PINSTREAM_TEST_ADDRESSES", "")
     return addresses.split(",")[0] if addresses else "127.0.0.1"
 
 
 def media_settings() -> MediaSettings:
-    return MediaSettings(ice=IceSettings(host_addresses=[test_address()]))
+    return MediaSettings(ice=IceSettings(host_addresses=[veth_address()]))
 
 
 class CounterTrack(VideoStreamTrack):

@@ -32,7 +32,7 @@ async def test_health_ready_metrics_and_json_logs(server: ServerProcess) -> None
             assert response.headers["X-Request-Id"] == "abc123"
         async with http.get(f"{server.url}/readyz") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ready", "checks": {"database": "ok"}}
+            assert await response.json() == {"status": "ready", "checks": {"database": "ok", "media": "ok"}}
         async with http.get(f"{server.url}/no/such/page?token=sekrit") as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "not_found"
@@ -137,7 +137,7 @@ async def test_scale_out_config_on_postgres_and_redis(tmp_path: Path, postgres_s
     try:
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as response:
             assert response.status == 200
-            assert (await response.json())["checks"] == {"database": "ok", "redis": "ok"}
+            assert (await response.json())["checks"] == {"database": "ok", "redis": "ok", "media": "ok"}
     finally:
         assert server.stop() == 0
 

@@ -1,5 +1,5 @@
 """The composition root of the web process: one aiohttp application with Socket.IO attached, and the
-services it runs (database, event bus and outbox relay, durable jobs, config watcher)."""
+services it runs (database, event bus and outbox relay, durable jobs, config watcher, media workers)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,15 @@ from config.logs import configure_logging
 from config.reload import ConfigHolder, ConfigWatcher, ReloadResult
 from config.schema import Settings
 from config.secrets import Secrets, ensure_secret_key
+from media.api import MediaControl, MediaError
+from media.router import MediaRouter
+from rooms.live import END_IF_IDLE_JOB, end_if_idle
+from signaling.edge import EdgeContext
+from signaling.edge_routes import add_edge
 from signaling.socketio import create_socketio
 from store import Database, migrate
 from store.jobs import JobRunner
-from web import health
+from web import health, pages
 from web.api.routes import add_api
 from web.auth import make_auth_middleware
 from web.errors import error_middleware
@@ -66,9 +71,15 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
     app[SOCKETIO] = sio
     health.add_routes(app)
     add_api(app)
+    pages.add_routes(app)
+    edge = EdgeContext(database=lambda: runtime.db, media=lambda: _media_of(runtime), settings=lambda: holder.current,
+                       secret_key=lambda: runtime.secrets.secret_key or "")
+    runtime.media_listeners.append(add_edge(app, edge))
+    runtime.job_handlers[END_IF_IDLE_JOB] = end_if_idle
     holder.subscribe(lambda new, _result: configure_logging(new.logging, runtime.secrets.values()))
     holder.subscribe(lambda _new, _result: app[METRICS].config_reloads.labels("applied").inc())
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_media)
     app.on_shutdown.append(_close_socketio)
     return app
 
@@ -110,6 +121,28 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await bus.close()
         await database.close()
         logger.info("services stopped")
+
+
+async def _media(app: web.Application) -> AsyncIterator[None]:
+    """The media worker processes: started with the web process, restarted if they die, stopped before it."""
+    runtime, settings = app[RUNTIME], app[CONFIG].current
+    media = MediaRouter.create(settings.media, settings.logging)
+    for listener in runtime.media_listeners:
+        media.subscribe(listener)
+    await media.start()
+    runtime.media = media
+    app[health.READINESS]["media"] = media.check
+    try:
+        yield
+    finally:
+        runtime.media = None
+        await media.stop()
+
+
+def _media_of(runtime: Runtime) -> MediaControl:
+    if runtime.media is None:
+        raise MediaError("media_unavailable", "the media workers are not running", 503)
+    return runtime.media
 
 
 async def _ensure_first_admin(database: Database) -> None:

@@ -45,7 +45,9 @@ def make_auth_middleware(secret_key: Callable[[], str]) -> Any:
         token = bearer if bearer is not None else request.cookies.get(ACCESS_COOKIE) or None
         principal: Principal | None = None
         operation = _operation(request)
-        needs_caller = operation is None or operation.access != "public"
+        # Only API operations above public are enforced here; WHIP, WHEP and pages check their own callers
+        # (a WHIP Bearer token may be a stream key, which is not a JWT).
+        needs_caller = operation is not None and operation.access != "public"
         if token is not None:
             try:
                 principal = verify_token(token, secret_key())

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from accounts.errors import DomainError
 from config.logs import request_id
+from media.api import MediaError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
-    return web.json_response({"error": body}, status=status, headers=headers)
+    response = web.json_response({"error": body}, status=status, headers=headers)
+    if status == 401:
+        response.headers.setdefault("WWW-Authenticate", "Bearer")  # RFC 6750: how to authenticate
+    return response
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
@@ -56,6 +60,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(exc.status_code, exc.code, exc.message, exc.field, _kept_headers(exc))
     except DomainError as exc:
         return error_response(exc.http_status, exc.code, exc.message, exc.field)
+    except MediaError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status_code < 400:
             raise

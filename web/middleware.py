@@ -67,7 +67,9 @@ async def cors_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     is_preflight = (request.method == hdrs.METH_OPTIONS
                     and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers)
     if is_preflight:
-        response: web.StreamResponse = web.Response(status=204)
+        # A route's own OPTIONS handler (WHIP/WHEP: Accept-Post) answers the preflight too.
+        own_options = request.match_info.route.method == hdrs.METH_OPTIONS
+        response: web.StreamResponse = await handler(request) if own_options else web.Response(status=204)
         if origin:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOWED_METHODS
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOWED_HEADERS

@@ -13,6 +13,7 @@ from config.loader import load_settings
 from config.reload import ConfigWatcher
 from config.schema import Settings
 from config.secrets import Secrets
+from media.api import MediaControl, MediaEvent
 from store import Database
 from store.jobs import Handler
 
@@ -28,6 +29,10 @@ class Runtime:
     database: Database | None = None
     bus: Bus | None = None
     watcher: ConfigWatcher | None = None
+    media: MediaControl | None = None
+    """The media workers (issue 4), through one router; None until started."""
+    media_listeners: list[Callable[[MediaEvent], None]] = field(default_factory=list)
+    """Registered while building the app; each gets every media event (on the loop: must not block)."""
 
     @property
     def db(self) -> Database:

@@ -1,0 +1,89 @@
+"""The MediaControl calls as plain data: which methods cross the wire, with which parameters, and how their
+results are encoded in the worker and rebuilt in the web process. Both sides share this one table, so a
+call cannot drift between them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict
+from typing import Any
+
+from media.api import MediaControl, MediaError, SessionAnswer
+
+METHODS: dict[str, tuple[str, ...]] = {
+    "open_publisher": ("room", "session_id", "offer_sdp"),
+    "open_viewer": ("room", "session_id", "offer_sdp"),
+    "close_session": ("session_id",),
+    "request_keyframe": ("room",),
+    "stats": (),
+}
+"""Method name → its parameters, every one a string."""
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """MediaError 400 "bad_request" unless `params` are exactly the method's string parameters."""
+    expected = METHODS.get(method)
+    if expected is None:
+        raise MediaError("bad_request", f"unknown media method {method[:64]!r}")
+    if set(params) != set(expected) or not all(isinstance(value, str) for value in params.values()):
+        raise MediaError("bad_request", f"{method} takes string parameters {', '.join(expected) or '(none)'}")
+
+
+async def dispatch(service: MediaControl, method: str, params: dict[str, Any]) -> Any:
+    """Run one call on the in-worker service; the result comes back as JSON-able data."""
+    check_params(method, params)
+    match method:
+        case "open_publisher":
+            return asdict(await service.open_publisher(params["room"], params["session_id"], params["offer_sdp"]))
+        case "open_viewer":
+            return asdict(await service.open_viewer(params["room"], params["session_id"], params["offer_sdp"]))
+        case "close_session":
+            return await service.close_session(params["session_id"])
+        case "request_keyframe":
+            await service.request_keyframe(params["room"])
+            return None
+        case _:
+            return await service.stats()
+
+
+def _bad_response(method: str) -> MediaError:
+    return MediaError("media_bad_response", f"the media worker answered {method} with malformed data", 502)
+
+
+class RemoteMedia(ABC):
+    """MediaControl in the web process, each method one `call` to wherever the media service runs."""
+
+    @abstractmethod
+    async def call(self, method: str, params: dict[str, str]) -> Any:
+        """Send one call and return its JSON result; raises MediaError (a refusal, or 503 when unreachable)."""
+
+    async def open_publisher(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+        params = {"room": room, "session_id": session_id, "offer_sdp": offer_sdp}
+        return _answer("open_publisher", await self.call("open_publisher", params))
+
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+        params = {"room": room, "session_id": session_id, "offer_sdp": offer_sdp}
+        return _answer("open_viewer", await self.call("open_viewer", params))
+
+    async def close_session(self, session_id: str) -> bool:
+        result = await self.call("close_session", {"session_id": session_id})
+        if not isinstance(result, bool):
+            raise _bad_response("close_session")
+        return result
+
+    async def request_keyframe(self, room: str) -> None:
+        await self.call("request_keyframe", {"room": room})
+
+    async def stats(self) -> dict[str, Any]:
+        result = await self.call("stats", {})
+        if not isinstance(result, dict):
+            raise _bad_response("stats")
+        return result
+
+
+def _answer(method: str, result: Any) -> SessionAnswer:
+    if (not isinstance(result, dict) or set(result) != {"session_id", "sdp", "codecs"}
+            or not isinstance(result["session_id"], str) or not isinstance(result["sdp"], str)
+            or not isinstance(result["codecs"], list) or not all(isinstance(c, str) for c in result["codecs"])):
+        raise _bad_response(method)
+    return SessionAnswer(result["session_id"], result["sdp"], result["codecs"])

@@ -1,0 +1,27 @@
+"""What the edge handlers need from the application, handed over by the web process at start-up.
+
+Signaling sits below `web`, so it cannot reach the web runtime; `web/app.py` fills an `EdgeContext` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from config.schema import Settings
+from media.api import MediaControl
+from store import Database
+
+
+@dataclass(frozen=True)
+class EdgeContext:
+    database: Callable[[], Database]
+    media: Callable[[], MediaControl]
+    settings: Callable[[], Settings]
+    secret_key: Callable[[], str]
+    """Verifies access tokens: a signed-in host may publish with one instead of a stream key."""
+
+
+EDGE = web.AppKey("edge", EdgeContext)

@@ -1,0 +1,115 @@
+"""WHIP (RFC 9725): OBS, GStreamer and the studio page publish into a room with a host's stream key.
+
+The database decides who may publish and which show goes live; the media worker only sees SDP. A publisher
+that leaves (DELETE, ICE failure, worker restart) ends the show after `rooms.end_grace_seconds`, unless it
+comes back first and resumes the same show.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.errors import NotFound
+from accounts.service import get_user
+from accounts.stream_keys import user_for_stream_key
+from accounts.tokens import verify_access_token
+from accounts.user import User
+from media.api import MediaError
+from rooms.live import (
+    END_IF_IDLE_JOB,
+    close_publisher_session,
+    find_publisher_session,
+    open_publisher_session,
+    schedule_end_if_idle,
+)
+from rooms.publish import grant_publish
+from rooms.service import get_show
+from signaling.edge import EDGE, EdgeContext
+from signaling.sdp_http import add_session_routes, ice_server_links, patch_session, read_sdp, session_created
+from store import jobs
+
+logger = logging.getLogger(__name__)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def publish(request: web.Request) -> web.Response:
+    edge, room = request.app[EDGE], request.match_info["room"]
+    offer = await read_sdp(request)
+    settings = edge.settings()
+    async with edge.database().write() as session:
+        user = await _publisher(session, request)
+        grant = await grant_publish(session, user, room, settings.rooms.create_on_publish)
+        publisher = await open_publisher_session(session, grant.show, grant.user, "whip")
+        await jobs.cancel(session, f"{END_IF_IDLE_JOB}:{grant.show.id}")
+    try:
+        answer = await edge.media().open_publisher(room, publisher.id, offer)
+    except MediaError:
+        await publisher_gone(edge, publisher.id)
+        raise
+    logger.info("whip publish", extra={"room": room, "session_id": publisher.id, "codecs": answer.codecs})
+    return session_created(f"/whip/{room}/{publisher.id}", answer, ice_server_links(settings.media.ice.stun_urls))
+
+
+async def _publisher(session: AsyncSession, request: web.Request) -> User:
+    """Who publishes: the owner of a stream key (OBS, GStreamer) or a host signed in to the studio page,
+    whose access token (a JWT) stands in for the key."""
+    token = bearer_token(request)
+    if token is not None and token.count(".") == 2:
+        principal = verify_access_token(token, request.app[EDGE].secret_key())
+        if principal.user_id is None:
+            raise MediaError("bad_token", "guests cannot publish", 401)
+        return await get_user(session, principal.user_id)
+    user = await user_for_stream_key(session, token)
+    if user is None:
+        raise MediaError("bad_stream_key", "send the host's stream key (or access token) as a Bearer token", 401)
+    return user
+
+
+async def _owned_session(request: web.Request) -> str:
+    """The session id in the URL, if it is open, in this room, and the stream key is its publisher's."""
+    edge, room, session_id = request.app[EDGE], request.match_info["room"], request.match_info["session"]
+    async with edge.database().read() as session:
+        user = await _publisher(session, request)
+        publisher = await find_publisher_session(session, session_id)
+        show = await get_show(session, publisher.show_id) if publisher is not None else None
+    if publisher is None or publisher.ended_at is not None or show is None or show.room_slug != room:
+        raise MediaError("session_not_found", "no such publishing session", 404)
+    if publisher.user_id != user.id and not user.is_admin:
+        raise MediaError("not_session_owner", "this session belongs to another publisher", 403)
+    return session_id
+
+
+async def unpublish(request: web.Request) -> web.Response:
+    session_id = await _owned_session(request)
+    await request.app[EDGE].media().close_session(session_id)
+    await publisher_gone(request.app[EDGE], session_id)
+    return web.Response(status=200)
+
+
+async def patch(request: web.Request) -> web.Response:
+    session_id = await _owned_session(request)
+    return await patch_session(request, True, session_id)
+
+
+async def publisher_gone(edge: EdgeContext, session_id: str) -> None:
+    """Record that a publisher left; the show ends after the grace period if nobody else publishes."""
+    grace_ms = edge.settings().rooms.end_grace_seconds * 1000
+    try:
+        async with edge.database().write() as session:
+            remaining = await close_publisher_session(session, session_id)
+            publisher = await find_publisher_session(session, session_id)
+            if remaining == 0 and publisher is not None:
+                await schedule_end_if_idle(session, publisher.show_id, grace_ms)
+    except NotFound:
+        return
+
+
+def add_routes(app: web.Application) -> None:
+    add_session_routes(app, "/whip", publish, unpublish, patch)
