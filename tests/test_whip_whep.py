@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from rooms import create_room
 from tests.api_client import PASSWORD, SECRET, Client
 from tests.media_peers import CounterTrack, answer, new_viewer, offer, veth_address
 from web.app import build_app
+from web.middleware import CONFIG
 from web.runtime import RUNTIME
 
 pytestmark = pytest.mark.timeout(120)
@@ -148,3 +151,39 @@ async def test_create_on_publish(edge: Client) -> None:
     room = await (await edge.get("/api/rooms/brand-new")).json()
     assert room["slug"] == "brand-new"
     await publisher.close()
+
+
+async def test_worker_killed_mid_show(edge: Client) -> None:
+    """The server survives its media worker dying mid-show; the host publishes again and the show resumes."""
+    key = await _host(edge, "ann@example.com", "ann")
+    publisher = _publisher()
+    first = await _whip(edge, "ann", key, await offer(publisher))
+    assert first.status == 201
+    await answer(publisher, await first.text())
+    show = (await (await edge.get("/api/shows?status=live")).json())["shows"][0]
+    runtime = edge.server.app[RUNTIME]
+    holder = edge.server.app[CONFIG]
+    holder.current = apply_overrides(holder.current, {"rooms.end_grace_seconds": 30})  # as a reload would
+    worker = runtime.media.workers[0]  # type: ignore[union-attr]
+    old_pid = worker.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    async with asyncio.timeout(20):
+        while worker.pid in (None, old_pid) or (await edge.get("/readyz")).status != 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    await publisher.close()
+    again = _publisher()
+    second = await _whip(edge, "ann", key, await offer(again))
+    assert second.status == 201, await second.text()
+    await answer(again, await second.text())
+    viewer = new_viewer()
+    watched = await edge.post("/whep/ann", data=await offer(viewer.pc), headers=SDP)
+    assert watched.status == 201
+    await answer(viewer.pc, await watched.text())
+    async with asyncio.timeout(20):
+        while len(viewer.counters) < 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    resumed = (await (await edge.get("/api/shows?status=live")).json())["shows"]
+    assert [s["id"] for s in resumed] == [show["id"]], "the show should resume within the grace period"
+    await again.close()
+    await viewer.close()
