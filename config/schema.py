@@ -122,9 +122,32 @@ class IceSettings(Section):
         return self
 
 
+class TurnSettings(Section):
+    """TURN relays for clients that cannot reach the media server directly (UDP blocked, strict NAT).
+
+    Clients get short-lived credentials derived from a secret shared with the TURN server (the TURN REST
+    scheme of coturn's `use-auth-secret`); the secret itself is loaded by `config.secrets`, never from here.
+    """
+
+    urls: list[str] = live([])
+    credential_ttl_seconds: int = live(3600, ge=60, le=7 * 86_400)
+    secret_file: str = ""
+
+    @field_validator("urls")
+    @classmethod
+    def _turn(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a turn: or turns: URL")
+            if any(character in url for character in '<>" '):
+                raise ValueError(f"{url!r} contains a character not allowed in a URL")
+        return value
+
+
 class MediaSettings(Section):
     workers: int = Field(1, ge=1, le=64)
     ice: IceSettings = IceSettings()
+    turn: TurnSettings = TurnSettings()
 
 
 class HlsSettings(Section):
@@ -156,6 +179,7 @@ class AuthSettings(Section):
 
 class RoomsSettings(Section):
     create_on_publish: bool = live(True)
+    cohosting: bool = live(True)
     end_grace_seconds: int = live(30, ge=0, le=3600)
 
 

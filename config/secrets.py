@@ -27,6 +27,9 @@ class Secrets:
     """PINSTREAM_STRIPE_SECRET_KEY or payments.stripe_secret_key_file."""
     stripe_webhook_secret: str | None = None
     """PINSTREAM_STRIPE_WEBHOOK_SECRET or payments.stripe_webhook_secret_file."""
+    turn_secret: str | None = None
+    """Shared with the TURN server, which checks the short-lived credentials derived from it
+    (PINSTREAM_TURN_SECRET or media.turn.secret_file)."""
 
     def redacted(self) -> dict[str, str]:
         return {f.name: ("(set)" if getattr(self, f.name) else "(unset)") for f in fields(self)}
@@ -46,6 +49,7 @@ _SOURCES = (
     ("redis_password", "PINSTREAM_REDIS_PASSWORD", "redis.password_file"),
     ("stripe_secret_key", "PINSTREAM_STRIPE_SECRET_KEY", "payments.stripe_secret_key_file"),
     ("stripe_webhook_secret", "PINSTREAM_STRIPE_WEBHOOK_SECRET", "payments.stripe_webhook_secret_file"),
+    ("turn_secret", "PINSTREAM_TURN_SECRET", "media.turn.secret_file"),
 )
 
 
@@ -56,17 +60,28 @@ def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -
     problems = []
     for name, variable, file_key in _SOURCES:
         value = env.get(variable) or None
-        section, key = file_key.split(".")
-        file_name: str = getattr(getattr(settings, section), key)
+        file_name: str = _dotted(settings, file_key)
         if value is None and file_name:
             try:
                 value = Path(file_name).read_text(encoding="utf-8").strip() or None
             except OSError as exc:
                 problems.append(f"{file_key}: cannot read {file_name!r}: {exc.strerror or exc}")
         values[name] = value
+    turn_file_failed = any(problem.startswith("media.turn.secret_file:") for problem in problems)
+    if settings.media.turn.urls and not values["turn_secret"] and not turn_file_failed:
+        # TURN servers configured without the secret would hand out credentials that every server refuses.
+        problems.append("media.turn.urls: TURN needs the shared secret: set PINSTREAM_TURN_SECRET or "
+                        "media.turn.secret_file")
     if problems:
         raise ConfigError(problems)
     return Secrets(**values)
+
+
+def _dotted(settings: Settings, key: str) -> str:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return str(value)
 
 
 SECRET_KEY_FILE = "secret_key"

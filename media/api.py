@@ -68,6 +68,14 @@ class MediaControl(Protocol):
 
     async def request_keyframe(self, room: str) -> None: ...
 
+    async def set_program_feed(self, room: str, session_id: str) -> None:
+        """Make publisher `session_id` the feed viewers see; the switch is seamless for them."""
+        ...
+
+    async def end_room(self, room: str) -> None:
+        """The show is over: close every publisher and viewer session of the room."""
+        ...
+
     async def stats(self) -> dict[str, Any]:
         """Counters per room: publishers, viewers, packets and bytes forwarded, keyframe requests."""
         ...

@@ -15,6 +15,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "open_viewer": ("room", "session_id", "offer_sdp"),
     "close_session": ("session_id",),
     "request_keyframe": ("room",),
+    "set_program_feed": ("room", "session_id"),
+    "end_room": ("room",),
     "stats": (),
 }
 """Method name → its parameters, every one a string."""
@@ -41,6 +43,12 @@ async def dispatch(service: MediaControl, method: str, params: dict[str, Any]) -
             return await service.close_session(params["session_id"])
         case "request_keyframe":
             await service.request_keyframe(params["room"])
+            return None
+        case "set_program_feed":
+            await service.set_program_feed(params["room"], params["session_id"])
+            return None
+        case "end_room":
+            await service.end_room(params["room"])
             return None
         case _:
             return await service.stats()
@@ -73,6 +81,12 @@ class RemoteMedia(ABC):
 
     async def request_keyframe(self, room: str) -> None:
         await self.call("request_keyframe", {"room": room})
+
+    async def set_program_feed(self, room: str, session_id: str) -> None:
+        await self.call("set_program_feed", {"room": room, "session_id": session_id})
+
+    async def end_room(self, room: str) -> None:
+        await self.call("end_room", {"room": room})
 
     async def stats(self) -> dict[str, Any]:
         result = await self.call("stats", {})

@@ -23,7 +23,14 @@ import aioice.ice
 import aiortc
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ AIORTC_VERSION = "1.16.0"
 _REQUIRED = (
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpReceiver, "_send_rtcp_pli"),
+    (RTCRtpReceiver, "_send_rtcp_nack"),
+    (RTCRtpSender, "_rtx_ssrc"),
     (RTCRtpSender, "_handle_rtcp_packet"),
     (RTCRtpSender, "_ssrc"),
     (RTCDtlsTransport, "_tx_srtp"),
@@ -166,15 +175,25 @@ def packet_sender(sender: RTCRtpSender) -> Callable[[bytes], None]:
     return send
 
 
-def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
-    """Turn a viewer's PLI/FIR on `sender` into `on_request()`; other RTCP keeps aiortc's handling."""
+def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> Awaitable[None]:
+    """Ask the publisher to resend `lost` sequence numbers (RTCP generic NACK)."""
+    return receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+def route_feedback(sender: RTCRtpSender, on_keyframe_request: Callable[[], None],
+                   on_nack: Callable[[list[int]], object]) -> None:
+    """Turn a viewer's PLI/FIR on `sender` into `on_keyframe_request()` and its NACKs into `on_nack(lost)`
+    (aiortc would answer them from its own history, empty when it is not encoding); receiver reports and
+    REMB keep aiortc's handling, which only updates the sender's statistics."""
     original = sender._handle_rtcp_packet
 
     async def handle_rtcp_packet(packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            on_request()
-            return
-        await original(packet)
+            on_keyframe_request()
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            on_nack(packet.lost)
+        else:
+            await original(packet)
 
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
 

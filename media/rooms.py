@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpReceiver,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.clock import current_ntp_time
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -34,11 +41,30 @@ SENDER_REPORT_SYNC_SECONDS = 1.0
 
 
 @dataclass(eq=False)
+class Source:
+    """One track of a publisher: where its packets come from and how to ask it for a keyframe or a resend."""
+
+    kind: str
+    receiver: RTCRtpReceiver
+    payload_type: int
+    rtx_payload_type: int | None
+    media_ssrc: int = 0
+
+    def request_keyframe(self) -> None:
+        if self.media_ssrc:
+            _spawn(forwarding.send_picture_loss(self.receiver, self.media_ssrc))
+
+    def nack(self, lost: list[int]) -> None:
+        if self.media_ssrc:
+            _spawn(forwarding.send_nack(self.receiver, self.media_ssrc, lost))
+
+
+@dataclass(eq=False)
 class PublisherSession:
     id: str
     room: str
     pc: RTCPeerConnection
-    hubs: dict[str, TrackHub] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -52,8 +78,14 @@ class ViewerSession:
 
 @dataclass(eq=False)
 class Room:
+    """Viewers attach to the room's outputs, not to a publisher, so they outlive a publisher reconnecting
+    or the host switching feeds. The room lasts until `end_room` or until nobody is left in it."""
+
     name: str
-    publisher: PublisherSession | None = None
+    outputs: dict[str, TrackHub] = field(default_factory=dict)
+    publishers: dict[str, PublisherSession] = field(default_factory=dict)
+    program: str | None = None
+    """The publisher session the outputs carry (the program feed)."""
     viewers: dict[str, ViewerSession] = field(default_factory=dict)
 
 
@@ -82,47 +114,70 @@ class MediaService:
         self._configure()
         kinds = _offered_kinds(offer_sdp, wanted_direction="send")
         current = self.rooms.get(room)
-        if current is not None and current.publisher is not None:
-            raise MediaError("publisher_exists", f"room {room!r} already has its publisher", 409)
+        outputs = current.outputs if current is not None else {}
         pc = RTCPeerConnection()
         transceivers = {}
         for kind in kinds:
             transceiver = pc.addTransceiver(kind, direction="recvonly")
-            transceiver.setCodecPreferences(FORWARDABLE[kind])
+            # Once a room has outputs, every source must match them so viewers can switch without renegotiating.
+            output = outputs.get(kind)
+            transceiver.setCodecPreferences([_capability(kind, output)] if output else FORWARDABLE[kind])
             transceivers[kind] = transceiver
         answer = await _negotiate(pc, offer_sdp, "no_forwardable_codec",
-                                  "offer has no codec Pinstream forwards (Opus; H.264 packetization-mode 1 "
-                                  "constrained baseline; VP8)")
+                                  "offer has no codec this room can forward (Opus; H.264 packetization-mode 1 "
+                                  "constrained baseline; VP8; the same as the room's earlier publishers)")
         session = PublisherSession(session_id, room, pc)
+        current = self.rooms.setdefault(room, Room(room))
         for kind, transceiver in transceivers.items():
             codec = transceiver._codecs[0]
             assert codec.payloadType is not None  # negotiated codecs always carry one
-            hub = TrackHub(kind, codec.mimeType, codec.clockRate, lambda: None, dict(codec.parameters))
-            self._divert(transceiver, codec.payloadType, hub)
-            session.hubs[kind] = hub
-        self.rooms.setdefault(room, Room(room)).publisher = session
+            if kind not in current.outputs:
+                current.outputs[kind] = TrackHub(kind, codec.mimeType, codec.clockRate, lambda: None,
+                                                 dict(codec.parameters))
+            source = Source(kind, transceiver.receiver, codec.payloadType, _rtx_payload_type(transceiver))
+            session.sources[kind] = source
+            self._divert(current, session, source)
+        current.publishers[session_id] = session
+        if current.program is None:
+            self._switch_program(current, session)
         self._register(session)
         logger.info("publisher joined", extra={"room": room, "session_id": session_id,
                                                "codecs": _codec_names(transceivers)})
         return SessionAnswer(session_id, self._announce(answer), _codec_names(transceivers))
 
-    def _divert(self, transceiver: RTCRtpTransceiver, payload_type: int, hub: TrackHub) -> None:
-        receiver = transceiver.receiver
-        media_ssrc = [0]
+    def _divert(self, room: Room, session: PublisherSession, source: Source) -> None:
+        output = room.outputs[source.kind]
 
         def on_packet(packet: RtpPacket) -> None:
-            if packet.payload_type != payload_type:
-                return  # RTX or another stream: not forwarded as media
-            media_ssrc[0] = packet.ssrc
-            hub.forward(bool(packet.marker), packet.timestamp, packet.payload)
+            payload, sequence = packet.payload, packet.sequence_number
+            if packet.payload_type != source.payload_type:
+                if packet.payload_type != source.rtx_payload_type or len(payload) < 2:
+                    return  # another stream: not forwarded as media
+                sequence, payload = int.from_bytes(payload[:2], "big"), payload[2:]  # RFC 4588 unwrap
+            else:
+                source.media_ssrc = packet.ssrc
+            if room.program == session.id:
+                output.forward(sequence, bool(packet.marker), packet.timestamp, payload)
 
-        def request_keyframe() -> None:
-            if media_ssrc[0]:
-                task = asyncio.ensure_future(forwarding.send_picture_loss(receiver, media_ssrc[0]))
-                task.add_done_callback(_log_failure)
+        forwarding.divert_received_rtp(source.receiver, on_packet)
 
-        hub.request_keyframe_upstream = request_keyframe
-        forwarding.divert_received_rtp(receiver, on_packet)
+    def _switch_program(self, room: Room, session: PublisherSession | None) -> None:
+        room.program = session.id if session is not None else None
+        if session is None:
+            return
+        for kind, output in room.outputs.items():
+            source = session.sources.get(kind)
+            if source is not None:
+                output.switch_source(source.request_keyframe, source.nack)
+        self.emit(MediaEvent("track.up", room.name, session.id, "publisher", {"program": True}))
+
+    async def set_program_feed(self, room: str, session_id: str) -> None:
+        current = self.rooms.get(room)
+        publisher = current.publishers.get(session_id) if current is not None else None
+        if current is None or publisher is None:
+            raise MediaError("publisher_not_found", f"no publisher {session_id!r} in room {room!r}", 404)
+        if current.program != session_id:
+            self._switch_program(current, publisher)
 
     # --- viewers -------------------------------------------------------------------------------------------
 
@@ -130,21 +185,20 @@ class MediaService:
         self._configure()
         kinds = _offered_kinds(offer_sdp, wanted_direction="recv")
         current = self.rooms.get(room)
-        publisher = current.publisher if current is not None else None
-        if current is None or publisher is None or not publisher.hubs:
+        if current is None or not current.outputs:
             raise MediaError("not_live", f"room {room!r} is not live", 404)
         pc = RTCPeerConnection()
         session = ViewerSession(session_id, room, pc)
         for kind in kinds:
-            hub = publisher.hubs.get(kind)
-            if hub is None:
+            output = current.outputs.get(kind)
+            if output is None:
                 continue
             transceiver = pc.addTransceiver(forwarding.IdleTrack(kind), direction="sendonly")
-            transceiver.setCodecPreferences([_capability(kind, hub)])
+            transceiver.setCodecPreferences([_capability(kind, output), *_rtx_capabilities(kind)])
             session.transceivers[kind] = transceiver
         answer = await _negotiate(pc, offer_sdp, "viewer_codec_unsupported",
                                   f"the viewer cannot receive the room's codecs "
-                                  f"({', '.join(h.mime_type for h in publisher.hubs.values())})")
+                                  f"({', '.join(h.mime_type for h in current.outputs.values())})")
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -158,20 +212,21 @@ class MediaService:
 
     def _attach_viewer(self, session: ViewerSession) -> None:
         room = self.rooms.get(session.room)
-        if room is None or room.publisher is None or session.legs:
+        if room is None or session.legs or session.id not in room.viewers:
             return
         for kind, transceiver in session.transceivers.items():
-            hub = room.publisher.hubs.get(kind)
-            if hub is None or not transceiver._codecs:
+            output = room.outputs.get(kind)
+            if output is None or not transceiver._codecs:
                 continue
             sender = transceiver.sender
             payload_type = transceiver._codecs[0].payloadType
             assert payload_type is not None  # negotiated codecs always carry one
-            leg = ViewerLeg(payload_type=payload_type, ssrc=sender._ssrc,
-                            send=forwarding.packet_sender(sender), sequence=random.randrange(0x10000))
-            forwarding.route_keyframe_requests(sender, hub.request_keyframe)
-            hub.add_leg(leg)
-            session.legs.append((hub, leg, sender))
+            leg = ViewerLeg(payload_type=payload_type, ssrc=sender._ssrc, send=forwarding.packet_sender(sender),
+                            initial_sequence=random.randrange(0x10000), rtx_payload_type=_rtx_payload_type(transceiver),
+                            rtx_ssrc=sender._rtx_ssrc, rtx_sequence=random.randrange(0x10000))
+            forwarding.route_feedback(sender, output.request_keyframe, functools.partial(_retransmit, output, leg))
+            output.add_leg(leg)
+            session.legs.append((output, leg, sender))
 
     # --- both ----------------------------------------------------------------------------------------------
 
@@ -187,50 +242,68 @@ class MediaService:
                 self.emit(MediaEvent("session.connected", session.room, session.id, "publisher"))
 
     async def close_session(self, session_id: str) -> bool:
+        """End one session. A publisher leaving does not end its viewers: they wait for it (or another
+        publisher) on the same connections until the room ends."""
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
         room = self.rooms.get(session.room)
         if isinstance(session, PublisherSession):
-            for hub in session.hubs.values():
-                hub.close()
-            if room is not None and room.publisher is session:
-                room.publisher = None
-                for viewer_id in list(room.viewers):
-                    await self.close_session(viewer_id)
             kind = "publisher"
+            if room is not None:
+                room.publishers.pop(session_id, None)
+                if room.program == session_id:
+                    self._switch_program(room, next(iter(room.publishers.values()), None))
         else:
-            for hub, leg, _sender in session.legs:
-                hub.remove_leg(leg)
+            kind = "viewer"
+            for output, leg, _sender in session.legs:
+                output.remove_leg(leg)
             if room is not None:
                 room.viewers.pop(session_id, None)
-            kind = "viewer"
-        if room is not None and room.publisher is None and not room.viewers:
-            self.rooms.pop(session.room, None)
+        if room is not None and not room.publishers and not room.viewers:
+            self._drop_room(room)
         await session.pc.close()
         self.emit(MediaEvent("session.closed", session.room, session_id, kind))  # type: ignore[arg-type]
         logger.info("session closed", extra={"room": session.room, "session_id": session_id, "kind": kind})
         return True
 
+    async def end_room(self, room: str) -> None:
+        """The show is over: close every session of the room."""
+        current = self.rooms.get(room)
+        if current is None:
+            return
+        for session_id in [*current.viewers, *current.publishers]:
+            await self.close_session(session_id)
+        self._drop_room(current)
+
+    def _drop_room(self, room: Room) -> None:
+        for output in room.outputs.values():
+            output.close()
+        if self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+
     async def request_keyframe(self, room: str) -> None:
         current = self.rooms.get(room)
-        if current is None or current.publisher is None:
+        if current is None or current.program is None:
             raise MediaError("not_live", f"room {room!r} is not live", 404)
-        video = current.publisher.hubs.get("video")
+        video = current.outputs.get("video")
         if video is not None:
             video.request_keyframe()
 
     async def stats(self) -> dict[str, Any]:
         rooms = {}
         for name, room in self.rooms.items():
-            hubs = room.publisher.hubs if room.publisher else {}
             rooms[name] = {
-                "publisher": room.publisher.id if room.publisher else None,
+                "program": room.program,
+                "publishers": sorted(room.publishers),
                 "viewers": len(room.viewers),
                 "tracks": {kind: {"codec": hub.mime_type, "packets_in": hub.packets_in,
                                   "packets_out": hub.packets_out, "bytes_out": hub.bytes_out,
-                                  "keyframe_requests": hub.keyframe_requests_upstream, "legs": len(hub.legs)}
-                           for kind, hub in hubs.items()},
+                                  "keyframe_requests": hub.keyframe_requests_upstream,
+                                  "nacks_upstream": hub.nacks_upstream, "switches": hub.switches,
+                                  "retransmitted": sum(leg.retransmitted for leg in hub.legs),
+                                  "legs": len(hub.legs)}
+                           for kind, hub in room.outputs.items()},
             }
         return {"rooms": rooms, "sessions": len(self._sessions)}
 
@@ -293,6 +366,26 @@ async def _negotiate(pc: RTCPeerConnection, offer_sdp: str, code: str, message: 
     return description
 
 
+def _retransmit(output: TrackHub, leg: ViewerLeg, lost: list[int]) -> None:
+    output.retransmit(leg, lost)
+
+
+def _rtx_payload_type(transceiver: RTCRtpTransceiver) -> int | None:
+    media = transceiver._codecs[0].payloadType if transceiver._codecs else None
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower().endswith("/rtx") and codec.parameters.get("apt") == media:
+            return codec.payloadType
+    return None
+
+
+def _rtx_capabilities(kind: str) -> list[RTCRtpCodecCapability]:
+    return [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower().endswith("/rtx")]
+
+
+def _spawn(work: Awaitable[None]) -> None:
+    asyncio.ensure_future(work).add_done_callback(_log_failure)
+
+
 def _capability(kind: str, hub: TrackHub) -> RTCRtpCodecCapability:
     for capability in FORWARDABLE[kind]:
         if capability.mimeType.lower() == hub.mime_type.lower() and (
@@ -307,4 +400,4 @@ def _codec_names(transceivers: dict[str, RTCRtpTransceiver]) -> list[str]:
 
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.debug("keyframe request failed", exc_info=task.exception())
+        logger.debug("RTCP feedback to a publisher failed", exc_info=task.exception())

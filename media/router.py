@@ -74,6 +74,12 @@ class MediaRouter:
     async def request_keyframe(self, room: str) -> None:
         await self.worker_for(room).request_keyframe(room)
 
+    async def set_program_feed(self, room: str, session_id: str) -> None:
+        await self.worker_for(room).set_program_feed(room, session_id)
+
+    async def end_room(self, room: str) -> None:
+        await self.worker_for(room).end_room(room)
+
     async def stats(self) -> dict[str, Any]:
         """Every worker's counters merged: rooms are disjoint across workers, totals add up."""
         parts = await asyncio.gather(*(worker.stats() for worker in self.workers))

@@ -192,13 +192,15 @@ async def schedule_end_if_idle(session: AsyncSession, show_id: int, grace_ms: in
                         key=f"{END_IF_IDLE_JOB}:{show_id}")
 
 
-async def end_if_idle(session: AsyncSession, job: jobs.JobContext) -> None:
-    """Job handler: end the show unless a publisher reconnected during the grace period."""
+async def end_if_idle(session: AsyncSession, job: jobs.JobContext) -> Show | None:
+    """Job handler: end the show unless a publisher reconnected during the grace period; returns the show
+    it ended."""
     show_id = int(job.payload["show_id"])
     if await _open_count(session, show_id) == 0:
         show = await get_show(session, show_id)
         if show.status == "live":
-            await end_show(session, show)
+            return await end_show(session, show)
+    return None
 
 
 async def find_publisher_session(session: AsyncSession, publisher_session_id: str) -> PublisherSession | None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from config.schema import Settings
 from media.api import MediaControl
+from signaling.ice_servers import IceServers
 from store import Database
 
 
@@ -22,6 +23,8 @@ class EdgeContext:
     settings: Callable[[], Settings]
     secret_key: Callable[[], str]
     """Verifies access tokens: a signed-in host may publish with one instead of a stream key."""
+    ice_servers: Callable[[str], IceServers]
+    """The ICE servers to advertise to the client of a session (by its id), TURN credentials included."""
 
 
 EDGE = web.AppKey("edge", EdgeContext)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -10,15 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from media.api import MediaEvent
-from rooms.live import open_publisher_sessions
+from rooms.live import END_IF_IDLE_JOB, open_publisher_sessions
 from signaling import whep, whip
 from signaling.edge import EDGE, EdgeContext
+from store.jobs import Handler
 
 logger = logging.getLogger(__name__)
 
 
-def add_edge(app: web.Application, edge: EdgeContext) -> Callable[[MediaEvent], None]:
-    """Add the routes; returns the listener to subscribe to media events."""
+def add_edge(app: web.Application, edge: EdgeContext,
+             job_handlers: dict[str, Handler]) -> Callable[[MediaEvent], None]:
+    """Add the routes and the show-ending job; returns the listener to subscribe to media events."""
+    job_handlers[END_IF_IDLE_JOB] = functools.partial(whip.end_show_when_idle, edge)
     app[EDGE] = edge
     whip.add_routes(app)
     whep.add_routes(app)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from media.api import MediaError, SessionAnswer
+from signaling.ice_servers import IceServers
 
 SDP = "application/sdp"
 TRICKLE_ICE = "application/trickle-ice-sdpfrag"
@@ -44,8 +45,23 @@ async def options(_request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": SDP, "Accept-Patch": TRICKLE_ICE})
 
 
-def ice_server_links(urls: list[str]) -> list[str]:
-    return [f'<{url}>; rel="ice-server"' for url in urls]
+def ice_server_links(servers: IceServers) -> list[str]:
+    """`Link` header values for the 201 answer (RFC 9725 section 4.6): one per URL, TURN URLs with their
+    credential. Most clients have gathered their candidates by then; those that can still use them will."""
+    links = []
+    for server in servers.servers:
+        for url in server.urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username is not None and server.credential is not None:
+                link += (f"; username={_quoted(server.username)}; credential={_quoted(server.credential)}"
+                         '; credential-type="password"')
+            links.append(link)
+    return links
+
+
+def _quoted(value: str) -> str:
+    """An RFC 9110 quoted-string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 async def patch_session(request: web.Request, session_exists: bool, session_id: str) -> web.Response:

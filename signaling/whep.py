@@ -23,8 +23,7 @@ async def view(request: web.Request) -> web.Response:
     session_id = uuid.uuid4().hex
     answer = await edge.media().open_viewer(room, session_id, offer)
     request.app[VIEWERS][session_id] = room
-    return session_created(f"/whep/{room}/{session_id}", answer,
-                           ice_server_links(edge.settings().media.ice.stun_urls))
+    return session_created(f"/whep/{room}/{session_id}", answer, ice_server_links(edge.ice_servers(session_id)))
 
 
 def _viewer_session(request: web.Request) -> str:

@@ -7,7 +7,10 @@ comes back first and resumes the same show.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,15 +24,17 @@ from media.api import MediaError
 from rooms.live import (
     END_IF_IDLE_JOB,
     close_publisher_session,
+    end_if_idle,
     find_publisher_session,
     open_publisher_session,
+    open_publisher_sessions,
     schedule_end_if_idle,
 )
 from rooms.publish import grant_publish
 from rooms.service import get_show
 from signaling.edge import EDGE, EdgeContext
 from signaling.sdp_http import add_session_routes, ice_server_links, patch_session, read_sdp, session_created
-from store import jobs
+from store import after_commit, jobs
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +51,24 @@ async def publish(request: web.Request) -> web.Response:
     async with edge.database().write() as session:
         user = await _publisher(session, request)
         grant = await grant_publish(session, user, room, settings.rooms.create_on_publish)
+        others = [p for p in await open_publisher_sessions(session) if p.show_id == grant.show.id]
+        if not settings.rooms.cohosting and any(p.user_id != user.id for p in others):
+            raise MediaError("publisher_exists", f"room {room!r} already has its publisher (co-hosting is off)", 409)
+        replaced = [p.id for p in others if p.user_id == user.id]  # the same host reconnecting
         publisher = await open_publisher_session(session, grant.show, grant.user, "whip")
         await jobs.cancel(session, f"{END_IF_IDLE_JOB}:{grant.show.id}")
+    for stale in replaced:
+        await edge.media().close_session(stale)
+        await publisher_gone(edge, stale)
     try:
         answer = await edge.media().open_publisher(room, publisher.id, offer)
+        if grant.user.id == grant.room.owner_id:
+            await edge.media().set_program_feed(room, publisher.id)  # the owner's feed by default
     except MediaError:
         await publisher_gone(edge, publisher.id)
         raise
     logger.info("whip publish", extra={"room": room, "session_id": publisher.id, "codecs": answer.codecs})
-    return session_created(f"/whip/{room}/{publisher.id}", answer, ice_server_links(settings.media.ice.stun_urls))
+    return session_created(f"/whip/{room}/{publisher.id}", answer, ice_server_links(edge.ice_servers(publisher.id)))
 
 
 async def _publisher(session: AsyncSession, request: web.Request) -> User:
@@ -109,6 +123,22 @@ async def publisher_gone(edge: EdgeContext, session_id: str) -> None:
                 await schedule_end_if_idle(session, publisher.show_id, grace_ms)
     except NotFound:
         return
+
+
+async def end_show_when_idle(edge: EdgeContext, session: AsyncSession, job: jobs.JobContext) -> None:
+    """The grace-period job: end the show if nobody reconnected, then close its media room (after commit)."""
+    show = await end_if_idle(session, job)
+    if show is not None:
+        after_commit(session, lambda: _spawn(edge.media().end_room(show.room_slug)))
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 def add_routes(app: web.Application) -> None:

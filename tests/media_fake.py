@@ -54,6 +54,12 @@ class FakeMediaService:
         if room not in self.sessions.values():
             raise MediaError("not_live", f"room {room!r} is not live", 404)
 
+    async def set_program_feed(self, room: str, session_id: str) -> None:
+        return None
+
+    async def end_room(self, room: str) -> None:
+        return None
+
     async def stats(self) -> dict[str, Any]:
         rooms: dict[str, Any] = {}
         for room in self.sessions.values():

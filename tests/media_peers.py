@@ -33,9 +33,9 @@ def media_settings() -> MediaSettings:
 class CounterTrack(VideoStreamTrack):
     """30 fps frames with the frame number drawn as 16 black/white blocks, so it survives compression."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self.count = 0
+        self.count = start
         self.sent_at: dict[int, float] = {}
 
     async def recv(self) -> av.VideoFrame:

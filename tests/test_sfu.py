@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import random
 import statistics
 from collections.abc import AsyncIterator, Callable
 
@@ -27,13 +28,13 @@ async def service() -> AsyncIterator[MediaService]:
     await media.close()
 
 
-async def _publish(service: MediaService, room: str,
-                   codec: str = "video/VP8") -> tuple[RTCPeerConnection, CounterTrack]:
+async def _publish(service: MediaService, room: str, codec: str = "video/VP8", start: int = 0,
+                   session_id: str | None = None) -> tuple[RTCPeerConnection, CounterTrack]:
     pc = RTCPeerConnection()
-    track = CounterTrack()
+    track = CounterTrack(start)
     transceiver = pc.addTransceiver(track, direction="sendonly")
     transceiver.setCodecPreferences([VP8 if codec == "video/VP8" else H264_CONSTRAINED_BASELINE])
-    result = await service.open_publisher(room, "pub-" + room, await offer(pc))
+    result = await service.open_publisher(room, session_id or "pub-" + room, await offer(pc))
     assert result.codecs == [codec]
     await answer(pc, result.sdp)
     return pc, track
@@ -79,7 +80,7 @@ async def test_a_joining_viewer_starts_on_a_fresh_keyframe(service: MediaService
     first = await _watch(service, "shop", "first")
     try:
         await _wait_for(lambda: len(first.counters) >= 30)
-        hub = service.rooms["shop"].publisher.hubs["video"]  # type: ignore[union-attr]
+        hub = service.rooms["shop"].outputs["video"]
         before = hub.keyframe_requests_upstream
         late = await _watch(service, "shop", "late")
         await _wait_for(lambda: len(late.counters) >= 10)
@@ -109,11 +110,11 @@ async def test_refusals(service: MediaService) -> None:
         await service.open_publisher("shop", "p", await offer(two_videos))
     assert (refused.value.code, refused.value.status) == ("too_many_tracks", 400)
     publisher, _track = await _publish(service, "shop", "video/H264")
-    second = RTCPeerConnection()
-    second.addTransceiver(CounterTrack(), direction="sendonly")
+    second = RTCPeerConnection()  # a co-host must match the room's codec, so viewers can switch to it
+    second.addTransceiver(CounterTrack(), direction="sendonly").setCodecPreferences([VP8])
     with pytest.raises(MediaError) as refused:
         await service.open_publisher("shop", "p2", await offer(second))
-    assert (refused.value.code, refused.value.status) == ("publisher_exists", 409)
+    assert (refused.value.code, refused.value.status) == ("no_forwardable_codec", 422)
     vp8_only = new_viewer([VP8])
     with pytest.raises(MediaError) as refused:
         await service.open_viewer("shop", "v", await offer(vp8_only.pc))
@@ -121,3 +122,77 @@ async def test_refusals(service: MediaService) -> None:
     assert await service.close_session("pub-shop") and not await service.close_session("pub-shop")
     for pc in (viewer_pc, two_videos, second, vp8_only.pc, publisher):
         await pc.close()
+
+
+def _drop_incoming_rtp(viewer: Viewer, rate: float, seed: int = 7) -> list[int]:
+    """Lose `rate` of the RTP packets arriving at this viewer, retransmissions included; returns a counter."""
+    transport = viewer.pc.getTransceivers()[0].receiver.transport
+    original = transport._handle_rtp_data
+    chance = random.Random(seed)
+    dropped = [0]
+
+    async def lossy(data: bytes, arrival_time_ms: int) -> None:
+        if chance.random() < rate:
+            dropped[0] += 1
+            return
+        await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = lossy
+    return dropped
+
+
+async def test_loss_on_a_viewer_leg_is_repaired_by_nack_and_rtx(service: MediaService) -> None:
+    publisher, _track = await _publish(service, "shop")
+    viewer = await _watch(service, "shop", "lossy")
+    try:
+        await _wait_for(lambda: viewer.connected_at is not None)
+        dropped = _drop_incoming_rtp(viewer, 0.05)
+        await _wait_for(lambda: len(viewer.counters) >= 240, seconds=40)
+        counters = sorted(set(viewer.counters[10:]))
+        expected = counters[-1] - counters[0] + 1
+        assert dropped[0] >= 5, "the loss was not applied"
+        assert len(counters) / expected >= 0.995, f"{expected - len(counters)} of {expected} frames lost"
+        stats = (await service.stats())["rooms"]["shop"]["tracks"]["video"]
+        assert stats["retransmitted"] > 0
+    finally:
+        await viewer.close()
+        await publisher.close()
+
+
+async def test_publisher_reconnects_and_viewers_continue_on_the_same_connection(service: MediaService) -> None:
+    first, _track = await _publish(service, "shop", session_id="first")
+    viewer = await _watch(service, "shop", "faithful")
+    try:
+        await _wait_for(lambda: len(viewer.counters) >= 30)
+        await first.close()  # the publisher drops without saying goodbye
+        await _wait_for(lambda: "first" not in service.rooms["shop"].publishers)
+        assert service.rooms["shop"].viewers, "viewers must outlive their publisher"
+        second, _again = await _publish(service, "shop", start=10_000, session_id="second")
+        await _wait_for(lambda: viewer.counters[-1] >= 10_060, seconds=20)
+        after = [c for c in viewer.counters if c >= 10_000]
+        assert after == list(range(after[0], after[0] + len(after))), "frames after the reconnect were lost"
+        assert viewer.pc.connectionState == "connected"
+        await second.close()
+    finally:
+        await viewer.close()
+
+
+async def test_program_feed_switch_between_cohosts(service: MediaService) -> None:
+    host, _a = await _publish(service, "shop", session_id="host")
+    cohost, _b = await _publish(service, "shop", start=20_000, session_id="cohost")
+    viewer = await _watch(service, "shop", "watching")
+    try:
+        await _wait_for(lambda: len(viewer.counters) >= 20)
+        assert max(viewer.counters) < 20_000, "the first publisher is the program feed"
+        await service.set_program_feed("shop", "cohost")
+        await _wait_for(lambda: viewer.counters[-1] >= 20_030, seconds=20)
+        switched = [c for c in viewer.counters if c >= 20_000]
+        assert switched == list(range(switched[0], switched[0] + len(switched)))
+        await service.set_program_feed("shop", "host")
+        await _wait_for(lambda: viewer.counters[-1] < 20_000, seconds=20)
+        with pytest.raises(MediaError):
+            await service.set_program_feed("shop", "nobody")
+    finally:
+        await viewer.close()
+        await host.close()
+        await cohost.close()

@@ -37,10 +37,10 @@ async def edge(tmp_path: Path) -> AsyncIterator[Client]:
         yield client
 
 
-async def _host(client: Client, email: str, room: str | None = None) -> str:
+async def _host(client: Client, email: str, room: str | None = None, role: str = "host") -> str:
     """A host account (with a room of its own when `room` is given); returns its stream key."""
     async with client.server.app[RUNTIME].db.write() as session:
-        user = await create_user(session, email, PASSWORD, "host")
+        user = await create_user(session, email, PASSWORD, role)
         if room is not None:
             await create_room(session, user, room, room.title())
         return await rotate_stream_key(session, user.id)
@@ -108,8 +108,10 @@ async def test_publish_view_and_end(edge: Client) -> None:
     assert response.headers.getall("Link") == ['<stun:stun.example.test:3478>; rel="ice-server"']
     assert "Location" in response.headers["Access-Control-Expose-Headers"]
     await answer(publisher, await response.text())
-    second = _publisher()
-    response = await _whip(edge, "ann", key, await offer(second))
+    second = _publisher()  # another host in the room while co-hosting is off: refused
+    edge.server.app[CONFIG].current = apply_overrides(edge.server.app[CONFIG].current, {"rooms.cohosting": False})
+    admin_key = await _host(edge, "root@example.com", role="admin")
+    response = await _whip(edge, "ann", admin_key, await offer(second))
     assert response.status == 409 and await _error(response) == "publisher_exists"
 
     live = await (await edge.get("/api/shows?status=live")).json()
@@ -187,3 +189,18 @@ async def test_worker_killed_mid_show(edge: Client) -> None:
     assert [s["id"] for s in resumed] == [show["id"]], "the show should resume within the grace period"
     await again.close()
     await viewer.close()
+
+
+async def test_the_same_host_republishing_replaces_its_session(edge: Client) -> None:
+    key = await _host(edge, "ann@example.com", "ann")
+    first = _publisher()
+    response = await _whip(edge, "ann", key, await offer(first))
+    assert response.status == 201
+    stale = response.headers["Location"]
+    again = _publisher()
+    response = await _whip(edge, "ann", key, await offer(again))  # OBS restarted: the old session is replaced
+    assert response.status == 201
+    assert (await edge.delete(stale, headers={"Authorization": f"Bearer {key}"})).status == 404
+    assert (await edge.delete(response.headers["Location"], headers={"Authorization": f"Bearer {key}"})).status == 200
+    for peer in (first, again):
+        await peer.close()

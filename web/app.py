@@ -22,9 +22,9 @@ from config.schema import Settings
 from config.secrets import Secrets, ensure_secret_key
 from media.api import MediaControl, MediaError
 from media.router import MediaRouter
-from rooms.live import END_IF_IDLE_JOB, end_if_idle
 from signaling.edge import EdgeContext
 from signaling.edge_routes import add_edge
+from signaling.ice_servers import ice_servers
 from signaling.socketio import create_socketio
 from store import Database, migrate
 from store.jobs import JobRunner
@@ -73,9 +73,9 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
     add_api(app)
     pages.add_routes(app)
     edge = EdgeContext(database=lambda: runtime.db, media=lambda: _media_of(runtime), settings=lambda: holder.current,
-                       secret_key=lambda: runtime.secrets.secret_key or "")
-    runtime.media_listeners.append(add_edge(app, edge))
-    runtime.job_handlers[END_IF_IDLE_JOB] = end_if_idle
+                       secret_key=lambda: runtime.secrets.secret_key or "",
+                       ice_servers=lambda user: ice_servers(holder.current.media, runtime.secrets.turn_secret, user))
+    runtime.media_listeners.append(add_edge(app, edge, runtime.job_handlers))
     holder.subscribe(lambda new, _result: configure_logging(new.logging, runtime.secrets.values()))
     holder.subscribe(lambda _new, _result: app[METRICS].config_reloads.labels("applied").inc())
     app.cleanup_ctx.append(_services)
