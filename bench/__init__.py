@@ -1,0 +1,1 @@
+"""Benchmarks: `python bench/sfu_fanout.py --help`."""
