@@ -146,6 +146,7 @@ class TurnSettings(Section):
 
 class MediaSettings(Section):
     workers: int = Field(1, ge=1, le=64)
+    silence_timeout_seconds: float = Field(15.0, ge=1, le=3600)
     ice: IceSettings = IceSettings()
     turn: TurnSettings = TurnSettings()
 

@@ -72,6 +72,10 @@ class MediaControl(Protocol):
         """Make publisher `session_id` the feed viewers see; the switch is seamless for them."""
         ...
 
+    async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
+        """Ask the program feed for a keyframe every `seconds` ("0": off), for keyframe-cut consumers."""
+        ...
+
     async def end_room(self, room: str) -> None:
         """The show is over: close every publisher and viewer session of the room."""
         ...

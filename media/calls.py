@@ -16,6 +16,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "close_session": ("session_id",),
     "request_keyframe": ("room",),
     "set_program_feed": ("room", "session_id"),
+    "set_keyframe_cadence": ("room", "seconds"),
     "end_room": ("room",),
     "stats": (),
 }
@@ -46,6 +47,9 @@ async def dispatch(service: MediaControl, method: str, params: dict[str, Any]) -
             return None
         case "set_program_feed":
             await service.set_program_feed(params["room"], params["session_id"])
+            return None
+        case "set_keyframe_cadence":
+            await service.set_keyframe_cadence(params["room"], params["seconds"])
             return None
         case "end_room":
             await service.end_room(params["room"])
@@ -84,6 +88,9 @@ class RemoteMedia(ABC):
 
     async def set_program_feed(self, room: str, session_id: str) -> None:
         await self.call("set_program_feed", {"room": room, "session_id": session_id})
+
+    async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
+        await self.call("set_keyframe_cadence", {"room": room, "seconds": seconds})
 
     async def end_room(self, room: str) -> None:
         await self.call("end_room", {"room": room})

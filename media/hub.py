@@ -89,6 +89,7 @@ class TrackHub:
     _last_request: float = field(default=0.0, repr=False)
     _awaiting_keyframe: bool = field(default=False, repr=False)
     _pending_request: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _cadence: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
     def is_video(self) -> bool:
@@ -248,8 +249,24 @@ class TrackHub:
         self.keyframe_requests_upstream += 1
         self.request_keyframe_upstream()
 
+    def set_keyframe_cadence(self, seconds: float) -> None:
+        """Ask for a keyframe every `seconds` (0: never) — for consumers that cut on keyframes, such as the
+        HLS packager. Off by default: every forced keyframe costs every viewer bitrate."""
+        if self._cadence is not None:
+            self._cadence.cancel()
+            self._cadence = None
+        if seconds > 0 and self.is_video:
+            loop = asyncio.get_running_loop()
+
+            def tick() -> None:
+                self.request_keyframe()
+                self._cadence = loop.call_later(seconds, tick)
+
+            self._cadence = loop.call_later(seconds, tick)
+
     def close(self) -> None:
-        if self._pending_request is not None:
-            self._pending_request.cancel()
-            self._pending_request = None
+        for timer in (self._pending_request, self._cadence):
+            if timer is not None:
+                timer.cancel()
+        self._pending_request = self._cadence = None
         self.legs.clear()

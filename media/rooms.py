@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ class PublisherSession:
     room: str
     pc: RTCPeerConnection
     sources: dict[str, Source] = field(default_factory=dict)
+    last_packet_at: float = field(default_factory=time.monotonic)
+    """When any of its tracks last delivered a packet (it counts as fresh when it opens)."""
 
 
 @dataclass(eq=False)
@@ -105,7 +108,7 @@ class MediaService:
         if not self._configured:
             ice = self.settings.ice
             forwarding.configure_ice(ice.host_addresses, ice.port_min, ice.port_max)
-            self._report_task = asyncio.get_running_loop().create_task(self._sync_sender_reports())
+            self._report_task = asyncio.get_running_loop().create_task(self._housekeeping())
             self._configured = True
 
     # --- publishers ----------------------------------------------------------------------------------------
@@ -156,6 +159,7 @@ class MediaService:
                 sequence, payload = int.from_bytes(payload[:2], "big"), payload[2:]  # RFC 4588 unwrap
             else:
                 source.media_ssrc = packet.ssrc
+            session.last_packet_at = time.monotonic()
             if room.program == session.id:
                 output.forward(sequence, bool(packet.marker), packet.timestamp, payload)
 
@@ -318,15 +322,34 @@ class MediaService:
     def _announce(self, description: RTCSessionDescription) -> str:
         return forwarding.announce_public_address(description.sdp, self.settings.ice.public_address)
 
-    async def _sync_sender_reports(self) -> None:
-        """Off the packet path: copy each leg's counters into its sender for aiortc's RTCP SR loop."""
+    async def _housekeeping(self) -> None:
+        """Off the packet path, once a second: copy each leg's counters into its sender for aiortc's RTCP
+        sender reports, and close publishers that went silent."""
         while True:
             await asyncio.sleep(SENDER_REPORT_SYNC_SECONDS)
             ntp = current_ntp_time()
+            silent_since = time.monotonic() - self.settings.silence_timeout_seconds
             for session in list(self._sessions.values()):
                 if isinstance(session, ViewerSession):
                     for _hub, leg, sender in session.legs:
                         forwarding.update_sender_report(sender, leg.packets, leg.octets, leg.last_timestamp, ntp)
+                elif session.pc.connectionState == "connected" and session.last_packet_at < silent_since:
+                    logger.info("publisher silent, closing", extra={"room": session.room, "session_id": session.id})
+                    await self.close_session(session.id)
+
+    async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
+        try:
+            interval = float(seconds)
+        except ValueError:
+            raise MediaError("bad_request", "seconds must be a number", 400, "seconds") from None
+        if not 0 <= interval <= 3600:
+            raise MediaError("bad_request", "seconds must be between 0 and 3600", 400, "seconds")
+        current = self.rooms.get(room)
+        if current is None:
+            raise MediaError("not_live", f"room {room!r} is not live", 404)
+        video = current.outputs.get("video")
+        if video is not None:
+            video.set_keyframe_cadence(interval)
 
 
 def _offered_kinds(offer_sdp: str, wanted_direction: str) -> list[str]:

@@ -77,6 +77,9 @@ class MediaRouter:
     async def set_program_feed(self, room: str, session_id: str) -> None:
         await self.worker_for(room).set_program_feed(room, session_id)
 
+    async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
+        await self.worker_for(room).set_keyframe_cadence(room, seconds)
+
     async def end_room(self, room: str) -> None:
         await self.worker_for(room).end_room(room)
 

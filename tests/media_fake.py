@@ -60,6 +60,9 @@ class FakeMediaService:
     async def end_room(self, room: str) -> None:
         return None
 
+    async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
+        return None
+
     async def stats(self) -> dict[str, Any]:
         rooms: dict[str, Any] = {}
         for room in self.sessions.values():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
+import os
 import random
 import statistics
 from collections.abc import AsyncIterator, Callable
@@ -196,3 +198,74 @@ async def test_program_feed_switch_between_cohosts(service: MediaService) -> Non
         await viewer.close()
         await host.close()
         await cohost.close()
+
+
+def _all_connected(viewers: list[Viewer]) -> bool:
+    return all(viewer.connected_at is not None for viewer in viewers)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_viewer_churn_leaves_nothing_behind(service: MediaService) -> None:
+    publisher, _track = await _publish(service, "shop")
+    warmup = await _watch(service, "shop", "warmup")  # the first viewer starts the service's own timers
+    await _wait_for(lambda: len(warmup.counters) >= 5)
+    await warmup.close()
+    await _wait_for(lambda: not service.rooms["shop"].viewers)
+    await asyncio.sleep(0.5)
+    tasks, fds = len(asyncio.all_tasks()), _open_fds()
+    for round_number in range(5):  # 50 joins in all, ten at a time
+        viewers = [await _watch(service, "shop", f"churn-{round_number}-{i}") for i in range(10)]
+        await _wait_for(functools.partial(_all_connected, viewers), seconds=20)
+        for i, viewer in enumerate(viewers):
+            if i % 2:
+                await service.close_session(f"churn-{round_number}-{i}")  # the server ends some
+            await viewer.close()  # the viewers end the others
+        await _wait_for(lambda: not service.rooms["shop"].viewers, seconds=20)
+    await asyncio.sleep(1.0)
+    room = service.rooms["shop"]
+    assert all(not output.legs for output in room.outputs.values())
+    assert set(service._sessions) == {"pub-shop"}
+    assert len(asyncio.all_tasks()) <= tasks + 2, "tasks were left behind"
+    assert _open_fds() <= fds + 2, "sockets were left behind"
+    await publisher.close()
+
+
+async def test_keyframe_cadence_only_when_asked(service: MediaService) -> None:
+    publisher, _track = await _publish(service, "shop")
+    viewer = await _watch(service, "shop", "v")
+    try:
+        await _wait_for(lambda: len(viewer.counters) >= 10)
+        video = service.rooms["shop"].outputs["video"]
+        before = video.keyframe_requests_upstream
+        await asyncio.sleep(1.0)
+        assert video.keyframe_requests_upstream == before, "no cadence unless something asks for it"
+        await service.set_keyframe_cadence("shop", "0.25")
+        await asyncio.sleep(1.2)
+        assert video.keyframe_requests_upstream >= before + 3
+        await service.set_keyframe_cadence("shop", "0")
+        stopped = video.keyframe_requests_upstream
+        await asyncio.sleep(0.8)
+        assert video.keyframe_requests_upstream <= stopped + 1
+        with pytest.raises(MediaError):
+            await service.set_keyframe_cadence("shop", "soon")
+    finally:
+        await viewer.close()
+        await publisher.close()
+
+
+async def test_a_silent_publisher_is_closed() -> None:
+    events: list[MediaEvent] = []
+    settings = media_settings().model_copy(update={"silence_timeout_seconds": 1.0})
+    service = MediaService(settings, events.append)
+    try:
+        publisher, _track = await _publish(service, "quiet")
+        await _wait_for(lambda: any(e.type == "session.connected" for e in events))
+        publisher.getSenders()[0].replaceTrack(None)  # connected, but sends nothing more
+        await _wait_for(lambda: "pub-quiet" not in service._sessions, seconds=10)
+        assert any(e.type == "session.closed" and e.session_id == "pub-quiet" for e in events)
+        await publisher.close()
+    finally:
+        await service.close()
