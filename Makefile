@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the test suite drives for real.
-TEST_DEBS := ffmpeg redis-server postgresql chromium iproute2 util-linux procps
+TEST_DEBS := ffmpeg redis-server postgresql chromium coturn iproute2 util-linux procps
 
 .PHONY: run test lint typecheck pytest system-deps clean
 

@@ -1,7 +1,7 @@
 // The viewer's player: watch a room over WHEP, wait while it is not live, and reconnect when it drops.
 
 import { requestJson } from "./net.js";
-import { endSession, exchangeSdp } from "./webrtc.js";
+import { endSession, exchangeSdp, newPeerConnection } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromPath();
@@ -57,7 +57,11 @@ async function connect() {
   clearTimeout(viewer.retryTimer);
   teardown();
   const attempt = ++viewer.attempt;
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const pc = await newPeerConnection();
+  if (attempt !== viewer.attempt) {
+    pc.close(); // Superseded while fetching the ICE servers.
+    return;
+  }
   viewer.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });

@@ -1,7 +1,7 @@
 // The host's studio: sign in, pick a room, preview camera and microphone, and go live over WHIP.
 
 import { RequestError, requestJson } from "./net.js";
-import { endSession, exchangeSdp } from "./webrtc.js";
+import { endSession, exchangeSdp, newPeerConnection } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const ROOM_KEY = "pinstream.studio.room";
@@ -250,7 +250,11 @@ function preferH264(transceiver) {
 async function goLive() {
   if (!studio.room || !studio.stream) return;
   setPhase("connecting", "Connecting…");
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const pc = await newPeerConnection();
+  if (studio.phase !== "connecting") {
+    pc.close(); // Something else happened while fetching the ICE servers.
+    return;
+  }
   studio.pc = pc;
   for (const track of studio.stream.getTracks()) {
     const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [studio.stream] });
