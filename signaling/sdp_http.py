@@ -26,8 +26,15 @@ async def read_sdp(request: web.Request) -> str:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise MediaError("bad_sdp", "the SDP offer is not UTF-8 text", 400) from None
+    return validate_offer(text)
+
+
+def validate_offer(text: str, field: str | None = None) -> str:
+    """The checks every SDP offer gets, however it arrived (an HTTP body, a Socket.IO payload)."""
+    if len(text.encode("utf-8")) > MAX_SDP_BYTES:
+        raise MediaError("payload_too_large", f"SDP offers are limited to {MAX_SDP_BYTES} bytes", 413, field)
     if not text.startswith("v=0"):
-        raise MediaError("bad_sdp", "the body is not an SDP offer (it must start with v=0)", 400)
+        raise MediaError("bad_sdp", "the body is not an SDP offer (it must start with v=0)", 400, field)
     return text
 
 

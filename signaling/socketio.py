@@ -10,6 +10,10 @@ from config.schema import Settings
 
 logger = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 96 * 1024
+"""Room for a 64 KiB SDP offer plus its envelope, so an oversized offer gets an error ack (the handler checks
+the 64 KiB) instead of the connection being dropped; anything larger still is."""
+
 
 def create_socketio(settings: Settings, redis_password: str | None) -> socketio.AsyncServer:
     manager = None
@@ -18,4 +22,4 @@ def create_socketio(settings: Settings, redis_password: str | None) -> socketio.
                                              redis_options={"password": redis_password} if redis_password else None)
     return socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, logger=logger,
                                 engineio_logger=False, cors_allowed_origins=settings.server.cors_origins,
-                                max_http_buffer_size=64 * 1024)
+                                max_http_buffer_size=MAX_MESSAGE_BYTES)

@@ -7,8 +7,8 @@ import uuid
 
 from aiohttp import web
 
-from media.api import MediaError
-from signaling.edge import EDGE
+from media.api import MediaError, SessionAnswer
+from signaling.edge import EDGE, EdgeContext
 from signaling.sdp_http import add_session_routes, ice_server_links, patch_session, read_sdp, session_created
 
 logger = logging.getLogger(__name__)
@@ -20,10 +20,19 @@ VIEWERS = web.AppKey("whep_viewers", dict[str, str])
 async def view(request: web.Request) -> web.Response:
     edge, room = request.app[EDGE], request.match_info["room"]
     offer = await read_sdp(request)
+    answer = await start_viewing(edge, room, offer)
+    request.app[VIEWERS][answer.session_id] = room
+    return session_created(f"/whep/{room}/{answer.session_id}", answer,
+                           ice_server_links(edge.ice_servers(answer.session_id)))
+
+
+async def start_viewing(edge: EdgeContext, room: str, offer: str) -> SessionAnswer:
+    """Open a viewer session on the room's program feed: WHEP and the live-room socket both watch through
+    here. The caller keeps track of the session, so only its opener can end it."""
     session_id = uuid.uuid4().hex
     answer = await edge.media().open_viewer(room, session_id, offer)
-    request.app[VIEWERS][session_id] = room
-    return session_created(f"/whep/{room}/{session_id}", answer, ice_server_links(edge.ice_servers(session_id)))
+    logger.info("viewer joined", extra={"room": room, "session_id": session_id})
+    return answer
 
 
 def _viewer_session(request: web.Request) -> str:

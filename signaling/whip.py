@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +20,7 @@ from accounts.service import get_user
 from accounts.stream_keys import user_for_stream_key
 from accounts.tokens import verify_access_token
 from accounts.user import User
-from media.api import MediaError
+from media.api import MediaError, SessionAnswer
 from rooms.live import (
     END_IF_IDLE_JOB,
     close_publisher_session,
@@ -32,6 +32,7 @@ from rooms.live import (
 )
 from rooms.publish import grant_publish
 from rooms.service import get_show
+from rooms.values import PublisherKind, Show
 from signaling.edge import EDGE, EdgeContext
 from signaling.sdp_http import add_session_routes, ice_server_links, patch_session, read_sdp, session_created
 from store import after_commit, jobs
@@ -47,15 +48,29 @@ def bearer_token(request: web.Request) -> str | None:
 async def publish(request: web.Request) -> web.Response:
     edge, room = request.app[EDGE], request.match_info["room"]
     offer = await read_sdp(request)
+    answer = await start_publishing(edge, room, offer, lambda session: _publisher(session, request), "whip")
+    return session_created(f"/whip/{room}/{answer.session_id}", answer,
+                           ice_server_links(edge.ice_servers(answer.session_id)))
+
+
+Identify = Callable[[AsyncSession], Awaitable[User]]
+"""Finds who publishes, inside the transaction that authorises the publish (so a disabled account is seen)."""
+
+
+async def start_publishing(edge: EdgeContext, room: str, offer: str, identify: Identify,
+                           kind: PublisherKind) -> SessionAnswer:
+    """Authorise a publisher, open its session (live show, co-hosting rule, replacing the same host's
+    stale session) and negotiate its media. WHIP and the live-room socket both publish through here, so
+    the rules cannot drift apart."""
     settings = edge.settings()
     async with edge.database().write() as session:
-        user = await _publisher(session, request)
+        user = await identify(session)
         grant = await grant_publish(session, user, room, settings.rooms.create_on_publish)
         others = [p for p in await open_publisher_sessions(session) if p.show_id == grant.show.id]
         if not settings.rooms.cohosting and any(p.user_id != user.id for p in others):
             raise MediaError("publisher_exists", f"room {room!r} already has its publisher (co-hosting is off)", 409)
         replaced = [p.id for p in others if p.user_id == user.id]  # the same host reconnecting
-        publisher = await open_publisher_session(session, grant.show, grant.user, "whip")
+        publisher = await open_publisher_session(session, grant.show, grant.user, kind)
         await jobs.cancel(session, f"{END_IF_IDLE_JOB}:{grant.show.id}")
     for stale in replaced:
         await edge.media().close_session(stale)
@@ -67,8 +82,9 @@ async def publish(request: web.Request) -> web.Response:
     except MediaError:
         await publisher_gone(edge, publisher.id)
         raise
-    logger.info("whip publish", extra={"room": room, "session_id": publisher.id, "codecs": answer.codecs})
-    return session_created(f"/whip/{room}/{publisher.id}", answer, ice_server_links(edge.ice_servers(publisher.id)))
+    logger.info("publish", extra={"room": room, "session_id": publisher.id, "kind": kind,
+                                  "codecs": answer.codecs})
+    return answer
 
 
 async def _publisher(session: AsyncSession, request: web.Request) -> User:
@@ -125,11 +141,25 @@ async def publisher_gone(edge: EdgeContext, session_id: str) -> None:
         return
 
 
-async def end_show_when_idle(edge: EdgeContext, session: AsyncSession, job: jobs.JobContext) -> None:
-    """The grace-period job: end the show if nobody reconnected, then close its media room (after commit)."""
+ShowEnded = Callable[[Show], Awaitable[None]]
+
+
+async def end_show_when_idle(edge: EdgeContext, session: AsyncSession, job: jobs.JobContext,
+                             on_ended: ShowEnded | None = None) -> None:
+    """The grace-period job: end the show if nobody reconnected, then close its media room and tell
+    `on_ended` (the live-room namespace), both after commit so nobody hears of an end that rolled back."""
     show = await end_if_idle(session, job)
     if show is not None:
-        after_commit(session, lambda: _spawn(edge.media().end_room(show.room_slug)))
+        after_commit(session, lambda: _spawn(_ended(edge, show, on_ended)))
+
+
+async def _ended(edge: EdgeContext, show: Show, on_ended: ShowEnded | None) -> None:
+    """Viewers hear that the show ended before their sessions close, so they do not try to resubscribe."""
+    try:
+        if on_ended is not None:
+            await on_ended(show)
+    finally:
+        await edge.media().end_room(show.room_slug)
 
 
 _tasks: set[asyncio.Task[None]] = set()
