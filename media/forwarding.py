@@ -23,13 +23,16 @@ import aioice.ice
 import aiortc
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtpPacket,
+    pack_remb_fci,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,10 @@ _REQUIRED = (
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpReceiver, "_send_rtcp_pli"),
     (RTCRtpReceiver, "_send_rtcp_nack"),
+    (RTCRtpReceiver, "_send_rtcp"),
+    *((RTCRtpReceiver, name) for name in (
+        "_RTCRtpReceiver__remote_bitrate_estimator", "_RTCRtpReceiver__rtcp_ssrc", "_RTCRtpReceiver__codecs",
+        "_RTCRtpReceiver__remote_streams")),
     (RTCRtpSender, "_rtx_ssrc"),
     (RTCRtpSender, "_handle_rtcp_packet"),
     (RTCRtpSender, "_ssrc"),
@@ -126,12 +133,41 @@ PacketCallback = Callable[[RtpPacket], None]
 
 
 def divert_received_rtp(receiver: RTCRtpReceiver, callback: PacketCallback) -> None:
-    """Send this receiver's parsed RTP packets to `callback` instead of its jitter buffer and decoder."""
+    """Send this receiver's parsed RTP packets to `callback` instead of its jitter buffer and decoder.
+
+    The cheap first half of aiortc's handler is kept: its receive statistics (so its RTCP loop sends the
+    publisher receiver reports) and its bitrate estimator (so the publisher gets REMB and can raise its
+    bitrate). The rest — NACK generation, jitter buffer, decoding — is what a forwarder must not do."""
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
+                                 payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
+            rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
+            if remb is not None and rtcp_ssrc is not None:
+                await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                                         fci=pack_remb_fci(*remb)))
+        codec = _receiver_codecs(receiver).get(packet.payload_type)
+        if codec is not None:
+            streams = _receiver_streams(receiver)
+            stream = streams.get(packet.ssrc)
+            if stream is None:
+                stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+            stream.add(packet)
         callback(packet)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def _receiver_codecs(receiver: RTCRtpReceiver) -> dict[int, Any]:
+    codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+    return codecs
+
+
+def _receiver_streams(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
+    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    return streams
 
 
 def send_picture_loss(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:

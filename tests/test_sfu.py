@@ -269,3 +269,21 @@ async def test_a_silent_publisher_is_closed() -> None:
         await publisher.close()
     finally:
         await service.close()
+
+
+async def test_the_publisher_gets_receiver_reports(service: MediaService) -> None:
+    """Forwarding skips aiortc's decoder but keeps its receive statistics, so the publisher learns how its
+    media arrives (loss, jitter) as it would from any receiver."""
+    publisher, _track = await _publish(service, "shop")
+    try:
+        sender = publisher.getSenders()[0]
+
+        async def remote_inbound() -> list[object]:
+            report = await sender.getStats()
+            return [stat for stat in report.values() if stat.type == "remote-inbound-rtp"]
+
+        async with asyncio.timeout(10):
+            while not await remote_inbound():  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await publisher.close()
