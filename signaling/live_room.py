@@ -27,7 +27,7 @@ from accounts.errors import Conflict, DomainError, Forbidden, NotFound, Unauthor
 from accounts.service import get_user
 from accounts.tokens import Principal, verify_token
 from accounts.user import User
-from media.api import MediaError, MediaEvent
+from media.api import MediaError, MediaEvent, SessionAnswer
 from rooms.live import open_publisher_sessions, set_program_publisher
 from rooms.service import get_room, list_shows
 from rooms.values import Room, Show, can_publish
@@ -303,12 +303,7 @@ class LiveRoom:
             return await get_user(session, user_id)
 
         answer = await whip.start_publishing(self.edge, request.room, offer, identify, "browser")
-        if self._clients.get(sid) is not client:  # the socket left while the worker answered
-            await self._close(answer.session_id, publisher=True)
-            raise Conflict("disconnected", "the socket disconnected")
-        client.publishing[answer.session_id] = request.room
-        self._owners[answer.session_id] = sid
-        return {"session_id": answer.session_id, "sdp": answer.sdp, "codecs": answer.codecs}
+        return await self._adopt(sid, client, answer, request.room, publisher=True)
 
     async def _unpublish(self, sid: str, client: Client, request: SessionRequest) -> Ack:
         if client.publishing.pop(request.session_id, None) is None:
@@ -324,10 +319,14 @@ class LiveRoom:
         offer = validate_offer(request.sdp, "sdp")
         self._count_media_request(client)
         answer = await whep.start_viewing(self.edge, request.room, offer)
+        return await self._adopt(sid, client, answer, request.room, publisher=False)
+
+    async def _adopt(self, sid: str, client: Client, answer: SessionAnswer, room: str, publisher: bool) -> Ack:
+        """Make a new media session the socket's own, or close it if the socket left while it was opened."""
         if self._clients.get(sid) is not client:
-            await self._close(answer.session_id, publisher=False)
+            await self._close(answer.session_id, publisher=publisher)
             raise Conflict("disconnected", "the socket disconnected")
-        client.viewing[answer.session_id] = request.room
+        (client.publishing if publisher else client.viewing)[answer.session_id] = room
         self._owners[answer.session_id] = sid
         return {"session_id": answer.session_id, "sdp": answer.sdp, "codecs": answer.codecs}
 
