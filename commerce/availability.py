@@ -1,0 +1,173 @@
+"""Fast refusals when a product is sold out: per-process hints that can only ever say "no".
+
+In a flash sale nearly every request is refused, and running each refusal through the database writer would
+queue them all behind each other (on SQLite there is one writer). So each process remembers, per variant, how
+many units its own committed transactions left free (every stock change: holds, cancels, expiries,
+payments, restocks), or what a sold-out refusal read inside the writer, for `TTL_MS`. A request
+whose hint says fewer units are free than it asks for is refused without touching the writer.
+
+A hint never makes a hold: only the atomic UPDATE does. The worst a hint can do is refuse a buyer for about
+`TTL_MS` (plus one write, while an outdated hint is renewed) after another node or process freed a unit;
+the buyer's next try after that sees it. Changes made in this process update the hint when they commit.
+Reserves of one product also take turns in-process: as many may be in the write path at once as units were
+last seen free (at least one), the rest wait in arrival order, so a burst is refused from the hint the
+moment the stock runs out instead of queueing for the writer one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.database import after_commit
+
+TTL_MS = 500
+
+
+@dataclass
+class _Line:
+    """Reserves of one product in this process: how many are in the write path, and who waits, in order."""
+
+    inflight: int = 0
+    waiting: deque[tuple[int | None, int, asyncio.Future[bool]]] = field(default_factory=deque)
+
+
+class Availability:
+    """The hints and gates of one database in this process."""
+
+    def __init__(self, ttl_ms: int = TTL_MS) -> None:
+        self.ttl_ms = ttl_ms
+        self._levels: dict[int, dict[int, tuple[int, float]]] = {}
+        self._only_variant: dict[int, int] = {}
+        self._lines: dict[int, _Line] = {}
+
+    def _seen(self, product_id: int, variant_id: int | None) -> tuple[int, float] | None:
+        chosen = self._only_variant.get(product_id) if variant_id is None else variant_id
+        return None if chosen is None else self._levels.get(product_id, {}).get(chosen)
+
+    def free(self, product_id: int, variant_id: int | None) -> int | None:
+        """Units free as last seen by this process, if seen within the TTL; else None."""
+        seen = self._seen(product_id, variant_id)
+        if seen is None or (time.monotonic() - seen[1]) * 1000 > self.ttl_ms:
+            return None
+        return seen[0]
+
+    def sold_out(self, product_id: int, variant_id: int | None, quantity: int) -> bool:
+        """Whether to refuse without the writer: the last level seen has too few units, and it is either
+        fresh or a reserve of the product is in the write path in this process and will see the row again
+        (so an outdated hint is answered from while it is being renewed, instead of everyone queueing)."""
+        seen = self._seen(product_id, variant_id)
+        if seen is None or seen[0] >= quantity:
+            return False
+        fresh = (time.monotonic() - seen[1]) * 1000 <= self.ttl_ms
+        line = self._lines.get(product_id)
+        return fresh or (line is not None and line.inflight > 0)
+
+    def note(self, product_id: int, variant_id: int, available: int, only_variant: bool = False) -> None:
+        """Record a variant's free units as a committed transaction left them. `only_variant`: the product has
+        this one variant, so requests that name none mean it."""
+        self._levels.setdefault(product_id, {})[variant_id] = (available, time.monotonic())
+        if only_variant:
+            self._only_variant[product_id] = variant_id
+        line = self._lines.get(product_id)
+        if line is not None:
+            self._admit(product_id, line)
+
+    def _width(self, product_id: int, variant_id: int | None) -> int:
+        """How many reserves may be in the write path at once: as many as units were last seen free (they can
+        all succeed), at least one (to renew the hint)."""
+        seen = self._seen(product_id, variant_id)
+        return max(1, seen[0] if seen is not None else 1)
+
+    @asynccontextmanager
+    async def turn(self, product_id: int, variant_id: int | None, quantity: int) -> AsyncIterator[bool]:
+        """Wait for a turn in the write path, in arrival order; yields False if, while the request waited,
+        the reserves ahead of it sold the product out (then it is refused without a write)."""
+        line = self._lines.setdefault(product_id, _Line())
+        admitted = False
+        if not line.waiting and line.inflight < self._width(product_id, variant_id):
+            line.inflight += 1
+            admitted = True
+        else:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            line.waiting.append((variant_id, quantity, future))
+            try:
+                admitted = await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.result():
+                    self._leave(product_id)
+                raise
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self._leave(product_id)
+            elif self._lines.get(product_id) is line and not line.inflight and not line.waiting:
+                del self._lines[product_id]
+
+    def _leave(self, product_id: int) -> None:
+        line = self._lines[product_id]
+        line.inflight -= 1
+        self._admit(product_id, line)
+        if not line.inflight and not line.waiting:
+            del self._lines[product_id]
+
+    def _admit(self, product_id: int, line: _Line) -> None:
+        """Let waiters in, in order, while there is width; answer at once those the hint now refuses."""
+        blocked = False
+        kept: deque[tuple[int | None, int, asyncio.Future[bool]]] = deque()
+        for variant_id, quantity, future in line.waiting:
+            if future.done():
+                continue
+            if self.sold_out(product_id, variant_id, quantity):
+                future.set_result(False)
+            elif not blocked and line.inflight < self._width(product_id, variant_id):
+                line.inflight += 1
+                future.set_result(True)
+            else:
+                blocked = True
+                kept.append((variant_id, quantity, future))
+        line.waiting = kept
+
+
+_registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDictionary()
+
+
+def for_engine(engine: Engine) -> Availability:
+    """The hints of the database behind `engine` (the writer's sync engine), created on first use."""
+    found = _registry.get(engine)
+    if found is None:
+        found = _registry[engine] = Availability()
+    return found
+
+
+def _of(session: AsyncSession) -> Availability | None:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return _registry.get(engine)
+
+
+def note_after_commit(session: AsyncSession, product_id: int, variant_id: int, available: int, *,
+                      only_variant: bool = False) -> None:
+    """Record what this transaction left free, once it has committed (never on rollback)."""
+    hints = _of(session)
+    if hints is not None:
+        after_commit(session, functools.partial(hints.note, product_id, variant_id, available, only_variant))
+
+
+def note_now(session: AsyncSession, product_id: int, variant_id: int, available: int, *,
+             only_variant: bool = False) -> None:
+    """Record what the writer read just now, whatever becomes of its transaction (a sold-out refusal rolls
+    back, but what it read inside the writer was true)."""
+    hints = _of(session)
+    if hints is not None:
+        hints.note(product_id, variant_id, available, only_variant)

@@ -1,0 +1,69 @@
+"""The in-process sold-out hints and turns: they refuse only what the last seen level refuses, let as many
+reserves into the write path as units were seen free, in arrival order, and answer waiters at once when the
+stock runs out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from commerce.availability import Availability
+
+
+async def test_hints_expire_and_only_ever_refuse() -> None:
+    hints = Availability(ttl_ms=50)
+    assert hints.free(1, None) is None and not hints.sold_out(1, None, 1)
+    hints.note(1, 10, 0, only_variant=True)
+    assert hints.free(1, None) == 0 and hints.sold_out(1, None, 1) and hints.sold_out(1, 10, 1)
+    assert not hints.sold_out(1, 11, 1)  # another variant: nothing known
+    hints.note(1, 10, 2)
+    assert not hints.sold_out(1, None, 2) and hints.sold_out(1, None, 3)
+    hints.note(1, 10, 0)
+    await asyncio.sleep(0.06)
+    assert hints.free(1, None) is None and not hints.sold_out(1, None, 1)  # stale: ask the database
+
+
+async def test_turns_are_as_wide_as_the_free_units_and_in_arrival_order() -> None:
+    hints = Availability()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def reserve(name: str) -> bool:
+        async with hints.turn(1, None, 1) as admitted:
+            order.append(f"{name}:{admitted}")
+            if admitted:
+                await release.wait()
+        return admitted
+
+    # Nothing known: one at a time.
+    tasks = [asyncio.create_task(reserve(name)) for name in ("a", "b", "c")]
+    await asyncio.sleep(0.01)
+    assert order == ["a:True"]
+    hints.note(1, 10, 2, only_variant=True)  # two free: the next one may join
+    await asyncio.sleep(0.01)
+    assert order == ["a:True", "b:True"]
+    hints.note(1, 10, 0)  # sold out while c waited: answered at once, without a turn
+    await asyncio.sleep(0.01)
+    assert order == ["a:True", "b:True", "c:False"]
+    release.set()
+    assert await asyncio.gather(*tasks) == [True, True, False]
+    assert not hints._lines
+
+
+async def test_a_cancelled_waiter_leaves_the_line() -> None:
+    hints = Availability()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with hints.turn(1, None, 1) as admitted:
+            assert admitted
+            await release.wait()
+
+    first = asyncio.create_task(hold())
+    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(hold())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    await first
+    assert waiter.cancelled() and not hints._lines
