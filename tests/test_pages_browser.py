@@ -167,7 +167,8 @@ async def _scenario(context: BrowserContext, server: ServerProcess, problems: Pr
 
     await studio.click("#go-live")
     await expect(studio.locator("#status")).to_have_attribute("data-state", "live", timeout=STEP_MS)
-    publish = await asyncio.to_thread(server.wait_for_log, "whip publish", 10)
+    publish = await asyncio.to_thread(server.wait_for_log, "publish", 10)
+    assert publish["kind"] == "whip"
     assert "video/H264" in publish["codecs"], f"the studio should prefer H.264: {publish['codecs']}"
 
     await _assert_playing(viewer)
