@@ -17,6 +17,7 @@ moment the stock runs out instead of queueing for the writer one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import weakref
@@ -25,12 +26,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.database import after_commit
 
 TTL_MS = 500
+DATABASE_FIRST_LIMIT_S = 1.0
 
 
 @dataclass
@@ -46,6 +49,9 @@ class Availability:
 
     def __init__(self, ttl_ms: int = TTL_MS) -> None:
         self.ttl_ms = ttl_ms
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._levels: dict[int, dict[int, tuple[int, float]]] = {}
         self._only_variant: dict[int, int] = {}
         self._lines: dict[int, _Line] = {}
@@ -81,6 +87,28 @@ class Availability:
         line = self._lines.get(product_id)
         if line is not None:
             self._admit(product_id, line)
+
+    def database_began(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def database_ended(self) -> None:
+        self._busy = max(0, self._busy - 1)
+        if not self._busy:
+            self._idle.set()
+
+    async def after_database(self, limit_s: float = DATABASE_FIRST_LIMIT_S) -> None:
+        """Wait (at most `limit_s`) until this process has no database connection checked out.
+
+        Refusals answer from memory in microseconds, so a flood of them can fill every turn of the event
+        loop, and each SQLite statement (which runs on a thread and comes back through the loop) then waits
+        several of those turns: checkouts and payments would crawl while holding the single writer. Parking
+        refusals while the database is in use keeps the turns short, so database work finishes at full
+        speed; the refusals go out right after.
+        """
+        if self._busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), limit_s)
 
     def _width(self, product_id: int, variant_id: int | None) -> int:
         """How many reserves may be in the write path at once: as many as units were last seen free (they can
@@ -142,11 +170,21 @@ class Availability:
 _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine: Engine) -> Availability:
-    """The hints of the database behind `engine` (the writer's sync engine), created on first use."""
+def for_engine(engine: Engine, reader: Engine | None = None) -> Availability:
+    """The hints of the database behind `engine` (the writer's sync engine), created on first use.
+
+    On SQLite, connections checked out of the writer's and the reader's pools are counted for
+    `after_database` (pool check-outs and check-ins always pair up, whatever happens to a transaction). On
+    PostgreSQL statements do not wait on threads and writers do not queue for one connection: not counted.
+    """
     found = _registry.get(engine)
     if found is None:
         found = _registry[engine] = Availability()
+        if engine.dialect.name == "sqlite":
+            hints = found
+            for pool_of in {engine, reader or engine}:
+                event.listen(pool_of, "checkout", lambda *_args: hints.database_began())
+                event.listen(pool_of, "checkin", lambda *_args: hints.database_ended())
     return found
 
 

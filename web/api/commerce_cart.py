@@ -87,7 +87,7 @@ async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
     db = runtime(request).db
     user_id = principal(request).user_id or 0
     key = _key(request)
-    hints = availability.for_engine(db.writer.sync_engine)
+    hints = availability.for_engine(db.writer.sync_engine, db.reader.sync_engine)
 
     async def action(session: AsyncSession) -> tuple[int, dict[str, Any]]:
         hold = await inventory.reserve(session, await caller(request, session), product_id,
@@ -104,6 +104,7 @@ async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
             if admitted:
                 return await run()
     # Sold out as far as this process knows; a key that already has an answer gets that answer replayed.
+    await hints.after_database()
     if key is not None and await idempotency.is_stored(db, user_id, key):
         return await run()
     return web.json_response(SOLD_OUT, status=409)
