@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from bench.media_clients import JANUS_ROOM
@@ -40,7 +41,7 @@ class TargetUnavailable(RuntimeError):
     """The target cannot run here (not installed, needs a namespace): reported as skipped, not failed."""
 
 
-class Target:
+class Target(ABC):
     name = ""
     description = ""
 
@@ -56,14 +57,17 @@ class Target:
         assert self.process is not None
         return self.process.pid
 
+    @abstractmethod
     def publish_args(self) -> list[str]:
-        raise NotImplementedError
+        """Arguments for the publisher process to reach this server."""
 
+    @abstractmethod
     def view_args(self, feed: int | None) -> list[str]:
-        raise NotImplementedError
+        """Arguments for a viewer process to reach this server."""
 
+    @abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        """Start the server and wait until it accepts publishers."""
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log_path, "ab") as log:
