@@ -3,11 +3,9 @@ rooms) in step with what the media worker says."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import socketio
 from aiohttp import web
@@ -15,6 +13,7 @@ from aiohttp import web
 from media.api import MediaEvent
 from rooms.live import END_IF_IDLE_JOB, open_publisher_sessions
 from signaling import whep, whip
+from signaling.background import spawn
 from signaling.edge import EDGE, EdgeContext
 from signaling.live_room import LiveRoom
 from store.jobs import Handler
@@ -35,13 +34,6 @@ def add_edge(app: web.Application, edge: EdgeContext, job_handlers: dict[str, Ha
     app[EDGE] = edge
     whip.add_routes(app)
     whep.add_routes(app)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
     def on_media_event(event: MediaEvent) -> None:
         live.media_event(event)
         if event.type == "session.closed" and event.session_id is not None:

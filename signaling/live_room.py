@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from rooms.live import open_publisher_sessions, set_program_publisher
 from rooms.service import get_room, list_shows
 from rooms.values import Room, Show, can_publish
 from signaling import whep, whip
+from signaling.background import spawn
 from signaling.edge import EdgeContext
 from signaling.sdp_http import validate_offer
 from store import clock
@@ -134,7 +135,6 @@ class LiveRoom:
         self._owners: dict[str, str] = {}
         """Media session id → the socket that opened it."""
         self._tails: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def register(self) -> None:
         self.sio.on("connect", self._connect, namespace=NAMESPACE)
@@ -178,12 +178,6 @@ class LiveRoom:
             logger.exception("live room handler failed", extra={"event": event, "sid": sid})
             return _error("internal_error", "internal error", None)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _state(self, slug: str) -> RoomState:
         return self._rooms.setdefault(slug, RoomState())
 
@@ -200,7 +194,7 @@ class LiveRoom:
                 await asyncio.wait([previous])
             await self.sio.emit(event, message, room=topic(slug), namespace=NAMESPACE)
 
-        task = self._spawn(send())
+        task = spawn(send())
         self._tails[slug] = task
         task.add_done_callback(lambda done: self._tails.pop(slug) if self._tails.get(slug) is done else None)
         return task
@@ -405,10 +399,10 @@ class LiveRoom:
             if sid is not None and client is not None:
                 client.viewing.pop(event.session_id, None)
                 client.publishing.pop(event.session_id, None)
-                self._spawn(self._tell(sid, "session.closed", {"session_id": event.session_id,
+                spawn(self._tell(sid, "session.closed", {"session_id": event.session_id,
                                                                "kind": event.kind, "room": event.room}))
         elif event.type == "session.connected" and event.kind == "publisher" and event.room:
-            self._spawn(self.publishers_changed(event.room))
+            spawn(self.publishers_changed(event.room))
 
     async def publisher_closed(self, slug: str, session_id: str) -> None:
         """Called once the database knows a publisher left. If it was on air, no other feed took over and

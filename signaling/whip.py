@@ -7,10 +7,8 @@ comes back first and resumes the same show.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +31,7 @@ from rooms.live import (
 from rooms.publish import grant_publish
 from rooms.service import get_show
 from rooms.values import PublisherKind, Show
+from signaling.background import spawn
 from signaling.edge import EDGE, EdgeContext
 from signaling.sdp_http import add_session_routes, ice_server_links, patch_session, read_sdp, session_created
 from store import after_commit, jobs
@@ -150,7 +149,7 @@ async def end_show_when_idle(edge: EdgeContext, session: AsyncSession, job: jobs
     `on_ended` (the live-room namespace), both after commit so nobody hears of an end that rolled back."""
     show = await end_if_idle(session, job)
     if show is not None:
-        after_commit(session, lambda: _spawn(_ended(edge, show, on_ended)))
+        after_commit(session, lambda: spawn(_ended(edge, show, on_ended)))
 
 
 async def _ended(edge: EdgeContext, show: Show, on_ended: ShowEnded | None) -> None:
@@ -160,15 +159,6 @@ async def _ended(edge: EdgeContext, show: Show, on_ended: ShowEnded | None) -> N
             await on_ended(show)
     finally:
         await edge.media().end_room(show.room_slug)
-
-
-_tasks: set[asyncio.Task[None]] = set()
-
-
-def _spawn(work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(work)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
 
 
 def add_routes(app: web.Application) -> None:

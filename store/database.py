@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 _AFTER_COMMIT = "pinstream.after_commit"
 
 
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
     """Run `callback` once the write transaction `session` belongs to has committed (not on rollback)."""
-    callbacks: list[Callable[[], None]] = session.info.setdefault(_AFTER_COMMIT, [])
+    callbacks: list[Callable[[], object]] = session.info.setdefault(_AFTER_COMMIT, [])
     if callback not in callbacks:
         callbacks.append(callback)
 
@@ -63,7 +63,7 @@ class Database:
         async with self._write_sessions() as session:
             async with session.begin():
                 yield session
-            callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
+            callbacks: list[Callable[[], object]] = session.info.pop(_AFTER_COMMIT, [])
         for callback in callbacks:
             try:
                 callback()
