@@ -66,8 +66,11 @@ class PublisherSession:
     room: str
     pc: RTCPeerConnection
     sources: dict[str, Source] = field(default_factory=dict)
-    last_packet_at: float = field(default_factory=time.monotonic)
-    """When any of its tracks last delivered a packet (it counts as fresh when it opens)."""
+    packets: int = 0
+    """Packets received on any of its tracks; the housekeeping sweep notices when it stops moving."""
+    quiet_since: float = field(default_factory=time.monotonic)
+    """When `packets` was last seen to change (it counts as fresh when it opens)."""
+    _seen_packets: int = 0
 
 
 @dataclass(eq=False)
@@ -159,7 +162,7 @@ class MediaService:
                 sequence, payload = int.from_bytes(payload[:2], "big"), payload[2:]  # RFC 4588 unwrap
             else:
                 source.media_ssrc = packet.ssrc
-            session.last_packet_at = time.monotonic()
+            session.packets += 1
             if room.program == session.id:
                 output.forward(sequence, bool(packet.marker), packet.timestamp, payload)
 
@@ -324,16 +327,21 @@ class MediaService:
 
     async def _housekeeping(self) -> None:
         """Off the packet path, once a second: copy each leg's counters into its sender for aiortc's RTCP
-        sender reports, and close publishers that went silent."""
+        sender reports, and close publishers that went silent (a packet counter that stopped moving, so the
+        packet path pays one integer increment rather than a clock read)."""
         while True:
             await asyncio.sleep(SENDER_REPORT_SYNC_SECONDS)
             ntp = current_ntp_time()
-            silent_since = time.monotonic() - self.settings.silence_timeout_seconds
+            now = time.monotonic()
             for session in list(self._sessions.values()):
                 if isinstance(session, ViewerSession):
                     for _hub, leg, sender in session.legs:
                         forwarding.update_sender_report(sender, leg.packets, leg.octets, leg.last_timestamp, ntp)
-                elif session.pc.connectionState == "connected" and session.last_packet_at < silent_since:
+                    continue
+                if session.packets != session._seen_packets:
+                    session._seen_packets, session.quiet_since = session.packets, now
+                elif (session.pc.connectionState == "connected"
+                      and now - session.quiet_since > self.settings.silence_timeout_seconds):
                     logger.info("publisher silent, closing", extra={"room": session.room, "session_id": session.id})
                     await self.close_session(session.id)
 
