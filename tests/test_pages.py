@@ -4,27 +4,14 @@ page sources may and may not do (no markup from data, nothing fetched from elsew
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from config import Secrets, Settings, apply_overrides
-from tests.api_client import SECRET, Client
-from web.app import build_app
+from tests.api_client import Client
 from web.pages import HTML_DIR, STATIC_DIR, Site
 
 REQUIRED_CSP = ("default-src 'self'", "media-src 'self' blob:", "connect-src 'self'", "img-src 'self' data: blob:")
 ASSET_URL = re.compile(r'(?:src|href)="(/static/[^"]+)"')
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    settings = apply_overrides(Settings(), {"data_dir": str(tmp_path),
-                                            "database.url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"})
-    async with TestClient(TestServer(build_app(settings, Secrets(secret_key=SECRET)))) as test_client:
-        yield test_client
 
 
 @pytest.mark.parametrize("path", ["/", "/studio", "/live/vintage-finds"])
