@@ -164,6 +164,12 @@ def verify_token(token: str, secret: str) -> Principal:
     return _principal(_decode(token, secret, (ACCESS, GUEST)))
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header value (RFC 6750), or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def hash_token(token: str) -> str:
     """The SHA-256 hex digest under which an opaque token is stored."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()

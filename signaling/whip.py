@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.errors import NotFound
 from accounts.service import get_user
 from accounts.stream_keys import user_for_stream_key
-from accounts.tokens import verify_access_token
+from accounts.tokens import bearer_token, verify_access_token
 from accounts.user import User
 from media.api import MediaError, SessionAnswer
 from rooms.live import (
@@ -37,11 +37,6 @@ from signaling.sdp_http import add_session_routes, ice_server_links, patch_sessi
 from store import after_commit, jobs
 
 logger = logging.getLogger(__name__)
-
-
-def bearer_token(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -89,7 +84,7 @@ async def start_publishing(edge: EdgeContext, room: str, offer: str, identify: I
 async def _publisher(session: AsyncSession, request: web.Request) -> User:
     """Who publishes: the owner of a stream key (OBS, GStreamer) or a host signed in to the studio page,
     whose access token (a JWT) stands in for the key."""
-    token = bearer_token(request)
+    token = bearer_token(request.headers.get("Authorization"))
     if token is not None and token.count(".") == 2:
         principal = verify_access_token(token, request.app[EDGE].secret_key())
         if principal.user_id is None:

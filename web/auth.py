@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from accounts.errors import Unauthorized
-from accounts.tokens import Principal, verify_token
+from accounts.tokens import Principal, bearer_token, verify_token
 from web.api.registry import PRINCIPAL, Operation
 from web.errors import ApiError
 
@@ -30,18 +30,12 @@ def _operation(request: web.Request) -> Operation | None:
     return operation if isinstance(operation, Operation) else None
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get(hdrs.AUTHORIZATION, "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 def make_auth_middleware(secret_key: Callable[[], str]) -> Any:
     """The middleware, reading the signing key through `secret_key()` (it is known only once services start)."""
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        bearer = _bearer(request)
+        bearer = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
         token = bearer if bearer is not None else request.cookies.get(ACCESS_COOKIE) or None
         principal: Principal | None = None
         operation = _operation(request)
