@@ -41,7 +41,8 @@ class SessionAnswer:
 class MediaEvent:
     """Something the web process should know: tracks up/down, a session gone, a worker restarted."""
 
-    type: Literal["track.up", "track.down", "session.closed", "session.connected", "worker.restarted"]
+    type: Literal["track.up", "track.down", "tracks.changed", "session.closed", "session.connected",
+                  "worker.restarted"]
     room: str | None = None
     session_id: str | None = None
     kind: SessionKind | None = None
@@ -58,8 +59,15 @@ class MediaControl(Protocol):
         """Ingest one audio and one video track into `room` (the room's program feed for now)."""
         ...
 
-    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
-        """Send the room's program feed to a new viewer. MediaError 404 "not_live" when nothing is published."""
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        """Send the room's program feed to a new viewer. MediaError 404 "not_live" when nothing is published.
+        `tracks` names what each offer section receives, comma-separated (see `media.sections`); "" is the
+        program's audio, video and screen share in the offer's order."""
+        ...
+
+    async def renegotiate(self, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        """A new offer on an open session: a publisher adds or removes a track (a screen share), a viewer
+        changes what it receives (`tracks` as for `open_viewer`)."""
         ...
 
     async def close_session(self, session_id: str) -> bool:

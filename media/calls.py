@@ -12,7 +12,8 @@ from media.api import MediaControl, MediaError, SessionAnswer
 
 METHODS: dict[str, tuple[str, ...]] = {
     "open_publisher": ("room", "session_id", "offer_sdp"),
-    "open_viewer": ("room", "session_id", "offer_sdp"),
+    "open_viewer": ("room", "session_id", "offer_sdp", "tracks"),
+    "renegotiate": ("session_id", "offer_sdp", "tracks"),
     "close_session": ("session_id",),
     "request_keyframe": ("room",),
     "set_program_feed": ("room", "session_id"),
@@ -39,7 +40,10 @@ async def dispatch(service: MediaControl, method: str, params: dict[str, Any]) -
         case "open_publisher":
             return asdict(await service.open_publisher(params["room"], params["session_id"], params["offer_sdp"]))
         case "open_viewer":
-            return asdict(await service.open_viewer(params["room"], params["session_id"], params["offer_sdp"]))
+            return asdict(await service.open_viewer(params["room"], params["session_id"], params["offer_sdp"],
+                                                    params["tracks"]))
+        case "renegotiate":
+            return asdict(await service.renegotiate(params["session_id"], params["offer_sdp"], params["tracks"]))
         case "close_session":
             return await service.close_session(params["session_id"])
         case "request_keyframe":
@@ -73,9 +77,13 @@ class RemoteMedia(ABC):
         params = {"room": room, "session_id": session_id, "offer_sdp": offer_sdp}
         return _answer("open_publisher", await self.call("open_publisher", params))
 
-    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
-        params = {"room": room, "session_id": session_id, "offer_sdp": offer_sdp}
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        params = {"room": room, "session_id": session_id, "offer_sdp": offer_sdp, "tracks": tracks}
         return _answer("open_viewer", await self.call("open_viewer", params))
+
+    async def renegotiate(self, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        params = {"session_id": session_id, "offer_sdp": offer_sdp, "tracks": tracks}
+        return _answer("renegotiate", await self.call("renegotiate", params))
 
     async def close_session(self, session_id: str) -> bool:
         result = await self.call("close_session", {"session_id": session_id})

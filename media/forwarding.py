@@ -14,14 +14,16 @@ aiortc decodes every received track and encodes for every sender; an SFU must do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
 import aiortc
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
@@ -33,6 +35,7 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ _REQUIRED = (
         "_RTCRtpReceiver__remote_bitrate_estimator", "_RTCRtpReceiver__rtcp_ssrc", "_RTCRtpReceiver__codecs",
         "_RTCRtpReceiver__remote_streams")),
     (RTCRtpSender, "_rtx_ssrc"),
+    (RTCRtpTransceiver, "_headerExtensions"),
     (RTCRtpSender, "_handle_rtcp_packet"),
     (RTCRtpSender, "_ssrc"),
     (RTCDtlsTransport, "_tx_srtp"),
@@ -132,12 +136,14 @@ def announce_public_address(sdp: str, public_address: str) -> str:
 PacketCallback = Callable[[RtpPacket], None]
 
 
-def divert_received_rtp(receiver: RTCRtpReceiver, callback: PacketCallback) -> None:
+def divert_received_rtp(receiver: RTCRtpReceiver, callback: PacketCallback,
+                        bandwidth_cap: Callable[[], int | None] = lambda: None) -> None:
     """Send this receiver's parsed RTP packets to `callback` instead of its jitter buffer and decoder.
 
     The cheap first half of aiortc's handler is kept: its receive statistics (so its RTCP loop sends the
     publisher receiver reports) and its bitrate estimator (so the publisher gets REMB and can raise its
-    bitrate). The rest — NACK generation, jitter buffer, decoding — is what a forwarder must not do."""
+    bitrate), its REMB capped by `bandwidth_cap()` — what the viewers downstream can take. The rest — NACK
+    generation, jitter buffer, decoding — is what a forwarder must not do."""
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
         estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
@@ -146,8 +152,10 @@ def divert_received_rtp(receiver: RTCRtpReceiver, callback: PacketCallback) -> N
                                  payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
             rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
             if remb is not None and rtcp_ssrc is not None:
-                await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
-                                                         fci=pack_remb_fci(*remb)))
+                bitrate, ssrcs = remb
+                cap = bandwidth_cap()
+                fci = pack_remb_fci(min(bitrate, cap) if cap is not None else bitrate, ssrcs)
+                await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci))
         codec = _receiver_codecs(receiver).get(packet.payload_type)
         if codec is not None:
             streams = _receiver_streams(receiver)
@@ -217,15 +225,18 @@ def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> Awa
 
 
 def route_feedback(sender: RTCRtpSender, on_keyframe_request: Callable[[], None],
-                   on_nack: Callable[[list[int]], object]) -> None:
-    """Turn a viewer's PLI/FIR on `sender` into `on_keyframe_request()` and its NACKs into `on_nack(lost)`
-    (aiortc would answer them from its own history, empty when it is not encoding); receiver reports and
-    REMB keep aiortc's handling, which only updates the sender's statistics."""
+                   on_nack: Callable[[list[int]], object], on_bandwidth: Callable[[int], None]) -> None:
+    """Turn a viewer's PLI/FIR on `sender` into `on_keyframe_request()`, its NACKs into `on_nack(lost)` (aiortc
+    would answer them from its own history, empty when it is not encoding) and its REMB into
+    `on_bandwidth(bits_per_second)`; receiver reports keep aiortc's handling (the sender's statistics)."""
     original = sender._handle_rtcp_packet
 
     async def handle_rtcp_packet(packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             on_keyframe_request()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError, struct.error):
+                on_bandwidth(unpack_remb_fci(packet.fci)[0])
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             on_nack(packet.lost)
         else:
@@ -239,3 +250,14 @@ def update_sender_report(sender: RTCRtpSender, packets: int, octets: int, rtp_ti
     """Make the sender's periodic RTCP SR describe what was forwarded (called off the packet path)."""
     for name, value in zip(_SENDER_COUNTERS, (packets, octets, rtp_timestamp, ntp_timestamp), strict=True):
         setattr(sender, name, value)
+
+
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def abs_send_time_id(transceiver: RTCRtpTransceiver) -> int:
+    """The negotiated header-extension id of abs-send-time on `transceiver`, 0 when it was not negotiated."""
+    for extension in transceiver._headerExtensions:
+        if extension.uri == ABS_SEND_TIME and 0 < extension.id < 15:
+            return int(extension.id)
+    return 0

@@ -24,7 +24,11 @@ from media.codecs import is_keyframe_start
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
+_HEADER_WITH_SEND_TIME = struct.Struct("!BBHIIHHI")
+"""The 12-byte header plus an RFC 8285 one-byte extension block holding abs-send-time (3 bytes)."""
 _RTP_VERSION_2 = 0x80
+_EXTENSION_BIT = 0x10
+_ONE_BYTE_PROFILE = 0xBEDE
 _MASK32 = 0xFFFFFFFF
 
 # Viewers' keyframe requests (joins, PLI, FIR) reach the publisher at most this often; requests that arrive
@@ -58,6 +62,11 @@ class ViewerLeg:
     octets: int = 0
     last_timestamp: int = 0
     retransmitted: int = 0
+    abs_send_time_id: int = 0
+    """The leg's header-extension id for abs-send-time (0: not negotiated). With it, browsers estimate the
+    leg's bandwidth and report it as REMB."""
+    remb_bps: int = 0
+    """The viewer's latest REMB estimate for this leg (0: none yet)."""
 
 
 @dataclass(eq=False)
@@ -136,7 +145,7 @@ class TrackHub:
             self._index = index
             self._last_out_ts = out_ts
             self._last_forward_time = now
-        self._send_to_legs(index, marker_bit, out_ts, payload, keyframe)
+        self._send_to_legs(index, marker_bit, out_ts, payload, keyframe, now)
 
     def _start_source(self, sequence: int, timestamp: int, now: float) -> None:
         if self._last_out_ts is not None:
@@ -146,8 +155,10 @@ class TrackHub:
         self._source_seq, self._source_index = (sequence - 1) & 0xFFFF, self._index
         self._rebase = False
 
-    def _send_to_legs(self, index: int, marker_bit: int, out_ts: int, payload: bytes, keyframe: bool) -> None:
+    def _send_to_legs(self, index: int, marker_bit: int, out_ts: int, payload: bytes, keyframe: bool,
+                      now: float) -> None:
         sent = 0
+        send_time = int(now * 262144) & 0xFFFFFF  # abs-send-time: seconds in 6.18 fixed point, 24 bits
         for leg in self.legs:
             if leg.waiting_for_keyframe:
                 if not keyframe or index < self._index:
@@ -157,8 +168,13 @@ class TrackHub:
                 leg.first_index = index
             elif index < leg.first_index:
                 continue
-            packet = _HEADER.pack(_RTP_VERSION_2, marker_bit | leg.payload_type, (index + leg.offset) & 0xFFFF,
-                                  out_ts, leg.ssrc) + payload
+            if leg.abs_send_time_id:
+                packet = _HEADER_WITH_SEND_TIME.pack(
+                    _RTP_VERSION_2 | _EXTENSION_BIT, marker_bit | leg.payload_type, (index + leg.offset) & 0xFFFF,
+                    out_ts, leg.ssrc, _ONE_BYTE_PROFILE, 1, leg.abs_send_time_id << 28 | 2 << 24 | send_time) + payload
+            else:
+                packet = _HEADER.pack(_RTP_VERSION_2, marker_bit | leg.payload_type, (index + leg.offset) & 0xFFFF,
+                                      out_ts, leg.ssrc) + payload
             try:
                 leg.send(packet)
             except ConnectionError:

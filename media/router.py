@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from config.schema import LoggingSettings, MediaSettings
-from media.api import MediaEvent, SessionAnswer
+from media.api import MediaError, MediaEvent, SessionAnswer
 from media.client import EventCallback, Subscribers
 from media.supervisor import MediaSupervisor
 
@@ -58,11 +58,17 @@ class MediaRouter:
         self._session_worker[session_id] = worker
         return answer
 
-    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
         worker = self.worker_for(room)
-        answer = await worker.open_viewer(room, session_id, offer_sdp)
+        answer = await worker.open_viewer(room, session_id, offer_sdp, tracks)
         self._session_worker[session_id] = worker
         return answer
+
+    async def renegotiate(self, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        worker = self._session_worker.get(session_id)
+        if worker is None:
+            raise MediaError("session_not_found", f"no media session {session_id!r}", 404, "session_id")
+        return await worker.renegotiate(session_id, offer_sdp, tracks)
 
     async def close_session(self, session_id: str) -> bool:
         worker = self._session_worker.pop(session_id, None)

@@ -24,8 +24,13 @@ class FakeMediaService:
     async def open_publisher(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
         return await self._open(room, session_id, offer_sdp, "publisher")
 
-    async def open_viewer(self, room: str, session_id: str, offer_sdp: str) -> SessionAnswer:
+    async def open_viewer(self, room: str, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
         return await self._open(room, session_id, offer_sdp, "viewer")
+
+    async def renegotiate(self, session_id: str, offer_sdp: str, tracks: str = "") -> SessionAnswer:
+        if session_id not in self.sessions:
+            raise MediaError("session_not_found", f"no media session {session_id!r}", 404, "session_id")
+        return SessionAnswer(session_id, f"answer to {offer_sdp}", ["video/VP8"])
 
     async def _open(self, room: str, session_id: str, offer: str, kind: str) -> SessionAnswer:
         self.calls += 1

@@ -105,11 +105,11 @@ async def test_refusals(service: MediaService) -> None:
     with pytest.raises(MediaError) as refused:
         await service.open_publisher("shop", "p", "v=0\r\nthis is not sdp")
     assert refused.value.status == 400
-    two_videos = RTCPeerConnection()
-    two_videos.addTransceiver(CounterTrack(), direction="sendonly")
-    two_videos.addTransceiver(CounterTrack(), direction="sendonly")
+    three_videos = RTCPeerConnection()
+    for _ in range(3):  # a camera and a screen share are fine; a third video is not
+        three_videos.addTransceiver(CounterTrack(), direction="sendonly")
     with pytest.raises(MediaError) as refused:
-        await service.open_publisher("shop", "p", await offer(two_videos))
+        await service.open_publisher("shop", "p", await offer(three_videos))
     assert (refused.value.code, refused.value.status) == ("too_many_tracks", 400)
     publisher, _track = await _publish(service, "shop", "video/H264")
     second = RTCPeerConnection()  # a co-host must match the room's codec, so viewers can switch to it
@@ -122,7 +122,7 @@ async def test_refusals(service: MediaService) -> None:
         await service.open_viewer("shop", "v", await offer(vp8_only.pc))
     assert (refused.value.code, refused.value.status) == ("viewer_codec_unsupported", 422)
     assert await service.close_session("pub-shop") and not await service.close_session("pub-shop")
-    for pc in (viewer_pc, two_videos, second, vp8_only.pc, publisher):
+    for pc in (viewer_pc, three_videos, second, vp8_only.pc, publisher):
         await pc.close()
 
 

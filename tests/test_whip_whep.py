@@ -81,12 +81,12 @@ async def test_whip_refusals(edge: Client) -> None:
     vp9_only = sdp.replace("VP8/90000", "VP9/90000")
     response = await _whip(edge, "ann", key, vp9_only)
     assert response.status == 422 and await _error(response) == "no_forwardable_codec"
-    two = RTCPeerConnection()
-    two.addTransceiver(CounterTrack(), direction="sendonly")
-    two.addTransceiver(CounterTrack(), direction="sendonly")
-    response = await _whip(edge, "ann", key, await offer(two))
+    three = RTCPeerConnection()
+    for _ in range(3):  # a camera and a screen share are fine; a third video is not
+        three.addTransceiver(CounterTrack(), direction="sendonly")
+    response = await _whip(edge, "ann", key, await offer(three))
     assert response.status == 400 and await _error(response) == "too_many_tracks"
-    for peer in (pc, two):
+    for peer in (pc, three):
         await peer.close()
 
 
