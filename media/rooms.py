@@ -153,6 +153,7 @@ class MediaService:
         current = self.rooms.setdefault(room, Room(room))
         current.publishers[session_id] = session
         self._update_sources(current, session, sections)
+        self._tracks_changed(current, session)
         if current.program is None:
             self._switch_program(current, session)
         self._register(session)
@@ -203,6 +204,10 @@ class MediaService:
                     output.switch_source(source.request_keyframe, source.nack)
         return changed
 
+    def _tracks_changed(self, room: Room, session: PublisherSession) -> None:
+        self.emit(MediaEvent("tracks.changed", room.name, session.id, "publisher",
+                             {"tracks": _active_tracks(session), "program": room.program == session.id}))
+
     def _divert(self, room: Room, session: PublisherSession, source: Source) -> None:
         output = room.outputs[source.name]
         feeds = session.feeds
@@ -216,6 +221,8 @@ class MediaService:
             else:
                 source.media_ssrc = packet.ssrc
             session.packets += 1
+            if not source.active:
+                return  # a track renegotiated away that the sender has not stopped yet
             if room.program == session.id:
                 output.forward(sequence, bool(packet.marker), packet.timestamp, payload)
             if feeds:
@@ -345,8 +352,7 @@ class MediaService:
             answer = await _negotiate(session.pc, offer_sdp, _PUBLISHER_CODECS, fresh=False)
             session.mids.update({section.mid: section.name for section in sections})
             if self._update_sources(room, session, sections):
-                self.emit(MediaEvent("tracks.changed", room.name, session.id, "publisher",
-                                     {"tracks": _active_tracks(session), "program": room.program == session.id}))
+                self._tracks_changed(room, session)
         else:
             sections = offered_sections(offer_sdp, "viewer", _track_names(tracks), renegotiating=True)
             _check_mids(session, sections)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +45,7 @@ MEDIA_REQUESTS_PER_MINUTE = 10
 _WINDOW_SECONDS = 60.0
 _SLUG_MAX = 64
 _SESSION_ID_MAX = 64
+_TRACK_NAME_MAX = 80
 
 
 def topic(slug: str) -> str:
@@ -76,6 +77,21 @@ class OfferRequest(RoomRequest):
 
 class SessionRequest(_Request):
     session_id: str = Field(min_length=1, max_length=_SESSION_ID_MAX)
+
+
+TrackName = Annotated[str, Field(min_length=1, max_length=_TRACK_NAME_MAX, pattern=r"^[A-Za-z0-9_:.-]+$")]
+
+
+class SubscribeRequest(OfferRequest):
+    tracks: list[TrackName] | None = Field(None, max_length=8)
+    """What each section of the offer receives, in order (see docs/events.md); None: the program feed."""
+
+
+class RenegotiateRequest(SessionRequest):
+    sdp: str
+    tracks: list[TrackName] | None = Field(None, max_length=8)
+    """For a viewing session, as in `subscribe`; ignored for a publishing session (sections are named by
+    order: audio, camera, screen share)."""
 
 
 class ProgramRequest(RoomRequest):
@@ -118,6 +134,8 @@ class RoomState:
     """The publisher session on air, as the media worker last said."""
     reconnecting: str | None = None
     """The program session whose loss was announced with "host.reconnecting", until a feed is on air again."""
+    tracks: dict[str, list[str]] = field(default_factory=dict)
+    """Publisher session → the tracks it sends ("audio", "video", "screen"), as the media worker last said."""
 
 
 class LiveRoom:
@@ -144,7 +162,8 @@ class LiveRoom:
         self._on("ice_servers", NoRequest, self._ice_servers)
         self._on("publish", OfferRequest, self._publish)
         self._on("unpublish", SessionRequest, self._unpublish)
-        self._on("subscribe", OfferRequest, self._subscribe)
+        self._on("subscribe", SubscribeRequest, self._subscribe)
+        self._on("renegotiate", RenegotiateRequest, self._renegotiate)
         self._on("unsubscribe", SessionRequest, self._unsubscribe)
         self._on("set_program", ProgramRequest, self._set_program)
 
@@ -307,13 +326,22 @@ class LiveRoom:
         await whip.publisher_gone(self.edge, request.session_id)
         return {}
 
-    async def _subscribe(self, sid: str, client: Client, request: OfferRequest) -> Ack:
+    async def _subscribe(self, sid: str, client: Client, request: SubscribeRequest) -> Ack:
         if request.room not in client.rooms:
             raise Conflict("not_joined", "join the room before subscribing to it", "room")
         offer = validate_offer(request.sdp, "sdp")
         self._count_media_request(client)
-        answer = await whep.start_viewing(self.edge, request.room, offer)
+        answer = await whep.start_viewing(self.edge, request.room, offer, ",".join(request.tracks or ()))
         return await self._adopt(sid, client, answer, request.room, publisher=False)
+
+    async def _renegotiate(self, sid: str, client: Client, request: RenegotiateRequest) -> Ack:
+        """A new offer on a session this socket opened: add or remove a screen share, watch other feeds."""
+        if request.session_id not in client.publishing and request.session_id not in client.viewing:
+            raise NotFound("session_not_found", "this socket has no such media session", "session_id")
+        offer = validate_offer(request.sdp, "sdp")
+        self._count_media_request(client)
+        answer = await self.edge.media().renegotiate(request.session_id, offer, ",".join(request.tracks or ()))
+        return {"session_id": answer.session_id, "sdp": answer.sdp, "codecs": answer.codecs}
 
     async def _adopt(self, sid: str, client: Client, answer: SessionAnswer, room: str, publisher: bool) -> Ack:
         """Make a new media session the socket's own, or close it if the socket left while it was opened."""
@@ -365,13 +393,14 @@ class LiveRoom:
                 "reconnecting": state.reconnecting is not None and show is not None,
                 "server_time_ms": clock.now_ms(), "seq": seq}
 
-    @staticmethod
-    async def _on_air(session: AsyncSession, room: Room) -> tuple[Show | None, list[dict[str, Any]]]:
+    async def _on_air(self, session: AsyncSession, room: Room) -> tuple[Show | None, list[dict[str, Any]]]:
+        tracks = self._state(room.slug).tracks
         live = await list_shows(session, "live", 1, room_id=room.id)
         if not live:
             return None, []
         show = live[0]
-        publishers = [{"session_id": p.id, "user_id": p.user_id, "kind": p.kind, "started_at": p.started_at}
+        publishers = [{"session_id": p.id, "user_id": p.user_id, "kind": p.kind, "started_at": p.started_at,
+                       "tracks": tracks.get(p.id, [])}
                       for p in await open_publisher_sessions(session) if p.show_id == show.id]
         return show, sorted(publishers, key=lambda p: (p["started_at"], p["session_id"]))
 
@@ -391,9 +420,17 @@ class LiveRoom:
 
     def media_event(self, event: MediaEvent) -> None:
         """Keep sockets' session bookkeeping in step with the worker (called for every media event)."""
-        if event.type == "track.up" and event.data.get("program") and event.room and event.session_id:
-            self.program_on_air(event.room, event.session_id)
+        if event.type in ("track.up", "tracks.changed") and event.room and event.session_id:
+            if "tracks" in event.data:
+                self._state(event.room).tracks[event.session_id] = list(event.data["tracks"])
+            if event.type == "tracks.changed":
+                self.broadcast(event.room, "tracks.changed", {"session_id": event.session_id,
+                                                              "tracks": list(event.data.get("tracks", []))})
+            elif event.data.get("program"):
+                self.program_on_air(event.room, event.session_id)
         elif event.type == "session.closed" and event.session_id is not None:
+            if event.room is not None and event.kind == "publisher":
+                self._state(event.room).tracks.pop(event.session_id, None)
             sid = self._owners.pop(event.session_id, None)
             client = self._clients.get(sid) if sid is not None else None
             if sid is not None and client is not None:

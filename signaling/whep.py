@@ -26,11 +26,12 @@ async def view(request: web.Request) -> web.Response:
                            ice_server_links(edge.ice_servers(answer.session_id)))
 
 
-async def start_viewing(edge: EdgeContext, room: str, offer: str) -> SessionAnswer:
-    """Open a viewer session on the room's program feed: WHEP and the live-room socket both watch through
-    here. The caller keeps track of the session, so only its opener can end it."""
+async def start_viewing(edge: EdgeContext, room: str, offer: str, tracks: str = "") -> SessionAnswer:
+    """Open a viewer session on the room's program feed (or, for our pages, the `tracks` they name): WHEP
+    and the live-room socket both watch through here. The caller keeps track of the session, so only its
+    opener can end it."""
     session_id = uuid.uuid4().hex
-    answer = await edge.media().open_viewer(room, session_id, offer)
+    answer = await edge.media().open_viewer(room, session_id, offer, tracks)
     logger.info("viewer joined", extra={"room": room, "session_id": session_id})
     return answer
 

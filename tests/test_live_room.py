@@ -4,6 +4,7 @@ WebSocket transport, aiortc peers publishing and decoding."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 import socketio
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
 
 from accounts import create_user
 from accounts.service import get_user
@@ -23,7 +25,7 @@ from rooms.live import open_publisher_sessions
 from signaling.live_room import MEDIA_REQUESTS_PER_MINUTE, NAMESPACE
 from store import clock
 from tests.api_client import PASSWORD, SECRET, Client
-from tests.media_peers import CounterTrack, Viewer, answer, new_viewer, offer, veth_address
+from tests.media_peers import CounterTrack, Viewer, answer, new_viewer, offer, read_counter, veth_address
 from web.app import build_app
 from web.middleware import CONFIG
 from web.runtime import RUNTIME
@@ -356,3 +358,132 @@ async def test_disconnect_cleans_up_and_show_end_is_announced(edge: Client) -> N
     await publisher.close()
     for peer in (leaving_viewer, staying_viewer):
         await peer.close()
+
+
+class Tracks:
+    """An aiortc viewer that decodes every track it is sent, keeping each track's frame counters apart."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection()
+        self.counters: dict[str, list[int]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            counters = self.counters.setdefault(track.id, [])
+
+            async def read() -> None:
+                with contextlib.suppress(MediaStreamError):
+                    while True:
+                        counters.append(read_counter(await track.recv()))
+
+            self._tasks.append(asyncio.ensure_future(read()))
+
+    def frames(self, low: int, high: int) -> int:
+        return sum(1 for counters in self.counters.values() for c in counters if low <= c < high)
+
+    async def decodes(self, frames: int, low: int, high: int) -> None:
+        start = self.frames(low, high)
+        async with asyncio.timeout(WAIT):
+            while self.frames(low, high) < start + frames:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+
+CAMERA, SCREEN = (0, 50_000), (50_000, 60_000)
+
+
+async def test_screen_share_added_and_removed_by_renegotiation(edge: Client) -> None:
+    _ann_id, ann = await _account(edge, "ann@example.com", room="ann")
+    host = await _connected(edge, ann)
+    publisher, session = await _publish(host, "ann", start=CAMERA[0])
+    audience = await _connected(edge)
+    await audience.ok("join", {"room": "ann"})
+    viewer = Tracks()
+    viewer.pc.addTransceiver("video", direction="recvonly")
+    viewing = (ack := await audience.ok("subscribe", {"room": "ann", "sdp": await offer(viewer.pc)}))["session_id"]
+    await answer(viewer.pc, ack["sdp"])
+    await viewer.decodes(10, *CAMERA)
+
+    # The host shares a screen: a second video section on the same connection.
+    screen = publisher.addTransceiver(CounterTrack(SCREEN[0]), direction="sendonly")
+    screen.setCodecPreferences([VP8])
+    ack = await host.ok("renegotiate", {"session_id": session, "sdp": await offer(publisher)})
+    await answer(publisher, ack["sdp"])
+    changed = await audience.wait_for("tracks.changed", lambda d: "screen" in d["tracks"])
+    assert changed["session_id"] == session and changed["tracks"] == ["screen", "video"]
+    joined_late = (await (await _connected(edge)).ok("join", {"room": "ann"}))["snapshot"]
+    assert joined_late["publishers"][0]["tracks"] == ["screen", "video"]
+
+    # The viewer adds a section for it, naming what each section receives.
+    viewer.pc.addTransceiver("video", direction="recvonly")
+    ack = await audience.ok("renegotiate", {"session_id": viewing, "sdp": await offer(viewer.pc),
+                                            "tracks": ["video", "screen"]})
+    await answer(viewer.pc, ack["sdp"])
+    await viewer.decodes(20, *SCREEN)
+    await viewer.decodes(20, *CAMERA)  # the camera carries on beside it
+    assert viewer.pc.connectionState == "connected" and len(viewer.counters) == 2
+
+    # The host stops sharing: the section stays, inactive; viewers hear it and stop receiving it.
+    screen.direction = "inactive"
+    ack = await host.ok("renegotiate", {"session_id": session, "sdp": await offer(publisher)})
+    await answer(publisher, ack["sdp"])
+    await audience.wait_for("tracks.changed", lambda d: d["tracks"] == ["video"])
+    await asyncio.sleep(0.5)
+    shown = viewer.frames(*SCREEN)
+    await viewer.decodes(20, *CAMERA)
+    assert viewer.frames(*SCREEN) == shown, "the removed screen share kept flowing"
+
+    # Refusals: someone else's session, a section that changes meaning, a bad track name, a bad offer.
+    assert (await audience.error("renegotiate", {"session_id": session, "sdp": await offer(publisher)}))["code"] \
+        == "session_not_found"
+    swapped = await audience.error("renegotiate", {"session_id": viewing, "sdp": await offer(viewer.pc),
+                                                   "tracks": ["screen", "video"]})
+    assert (swapped["code"], swapped["field"]) == ("bad_tracks", "tracks")
+    assert (await audience.error("renegotiate", {"session_id": viewing, "sdp": "v=0\r\n",
+                                                 "tracks": ["video", "<b>"]}))["field"].startswith("tracks")
+    assert (await host.error("renegotiate", {"session_id": session, "sdp": "nonsense"}))["field"] == "sdp"
+    await viewer.decodes(10, *CAMERA)  # refused offers left both sessions working
+    for live in (host, audience):
+        await live.close()
+    await publisher.close()
+    await viewer.close()
+
+
+async def test_viewer_watches_every_cohost_feed(edge: Client) -> None:
+    _ann_id, ann = await _account(edge, "ann@example.com", room="ann")
+    cy_id, cy = await _account(edge, "cy@example.com")
+    async with edge.server.app[RUNTIME].db.write() as session:
+        owner = await get_room(session, "ann")
+        await add_cohost(session, await get_user(session, owner.owner_id), owner, cy_id)
+    owner_socket, cohost_socket = await _connected(edge, ann), await _connected(edge, cy)
+    owner_pc, _owner_session = await _publish(owner_socket, "ann", start=0)
+    cohost_pc, cohost_session = await _publish(cohost_socket, "ann", start=20_000)
+    audience = await _connected(edge)
+    await audience.ok("join", {"room": "ann"})
+    viewer = Tracks()
+    for _ in range(2):
+        viewer.pc.addTransceiver("video", direction="recvonly")
+    assert (await audience.error("subscribe", {"room": "ann", "sdp": await offer(viewer.pc),
+                                               "tracks": ["video", "feed:nobody:video"]}))["code"] == "track_not_found"
+    viewer = Tracks()
+    for _ in range(2):
+        viewer.pc.addTransceiver("video", direction="recvonly")
+    ack = await audience.ok("subscribe", {"room": "ann", "sdp": await offer(viewer.pc),
+                                          "tracks": ["video", f"feed:{cohost_session}:video"]})
+    await answer(viewer.pc, ack["sdp"])
+    await viewer.decodes(20, 0, 20_000)  # the program (the owner)
+    await viewer.decodes(20, 20_000, 40_000)  # and the co-host's own feed, on one connection
+    await cohost_socket.close()  # the co-host leaves: its feed ends, the program plays on
+    await audience.wait_for("publishers.changed", lambda d: len(d["publishers"]) == 1)
+    await viewer.decodes(20, 0, 20_000)
+    assert viewer.pc.connectionState == "connected"
+    for live in (owner_socket, audience):
+        await live.close()
+    for peer in (owner_pc, cohost_pc):
+        await peer.close()
+    await viewer.close()

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from media import rooms
 from media.api import MediaError, MediaEvent
 from media.codecs import H264_CONSTRAINED_BASELINE, VP8
-from media.rooms import MediaService
+from media.hub import ViewerLeg
+from media.rooms import MediaService, viewer_bandwidth
 from tests.media_peers import CounterTrack, Viewer, answer, media_settings, new_viewer, offer
 
 pytestmark = pytest.mark.timeout(90)
@@ -286,4 +289,50 @@ async def test_the_publisher_gets_receiver_reports(service: MediaService) -> Non
             while not await remote_inbound():  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
     finally:
+        await publisher.close()
+
+
+def test_publisher_bandwidth_follows_nine_in_ten_viewers_above_a_floor() -> None:
+    assert viewer_bandwidth([], 300_000) is None
+    assert viewer_bandwidth([2_000_000], 300_000) == 2_000_000
+    assert viewer_bandwidth([100_000], 300_000) == 300_000  # never below the floor
+    # One viewer on a bad link among twenty does not lower the picture for everyone.
+    assert viewer_bandwidth([400_000] + [3_000_000] * 19, 0) == 3_000_000
+    assert viewer_bandwidth([400_000] * 5 + [3_000_000] * 15, 0) == 400_000
+
+
+async def test_viewers_bandwidth_reaches_the_publisher_aggregated(service: MediaService,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Viewers' REMB is consumed per leg (they can estimate it: legs carry abs-send-time), and the REMB the
+    publisher gets is capped by the aggregate: here one viewer on a 5 kbit/s link (and no floor)."""
+    service.settings = service.settings.model_copy(update={"bandwidth_floor_kbps": 0})
+    real_record = rooms._record_bandwidth
+    reported: list[int] = []
+
+    def weak_link(leg: ViewerLeg, bitrate: int) -> None:
+        reported.append(bitrate)
+        real_record(leg, min(bitrate, 5_000))
+
+    monkeypatch.setattr(rooms, "_record_bandwidth", weak_link)
+    publisher, _track = await _publish(service, "shop")
+    source = service.rooms["shop"].publishers["pub-shop"].sources["video"]
+    upstream: list[int] = []
+    send_rtcp = source.receiver._send_rtcp
+
+    async def record(packet: object) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            upstream.append(unpack_remb_fci(packet.fci)[0])
+        await send_rtcp(packet)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(source.receiver, "_send_rtcp", record)
+    viewer = await _watch(service, "shop", "weak")
+    try:
+        await _wait_for(lambda: bool(reported), seconds=20)
+        await _wait_for(lambda: source.bandwidth_cap == 5_000)
+        capped_from = len(upstream)
+        await _wait_for(lambda: len(upstream) >= capped_from + 2, seconds=20)
+        assert max(upstream[capped_from:]) <= 5_000
+        assert max(reported) > 5_000, "the viewer's own estimate was not what reached the publisher"
+    finally:
+        await viewer.close()
         await publisher.close()
