@@ -245,7 +245,8 @@ async def test_publish_over_socket_watch_over_whep_and_socket(edge: Client) -> N
     await publisher.close()
 
 
-async def test_program_switch_between_cohosts(edge: Client) -> None:
+async def _two_hosts(edge: Client) -> tuple[tuple[Live, RTCPeerConnection, str], tuple[Live, RTCPeerConnection, str]]:
+    """Ann's room with Cy as co-host, both publishing: Ann's frames count from 0, Cy's from 20,000."""
     _ann_id, ann = await _account(edge, "ann@example.com", room="ann")
     cy_id, cy = await _account(edge, "cy@example.com")
     async with edge.server.app[RUNTIME].db.write() as session:
@@ -254,6 +255,11 @@ async def test_program_switch_between_cohosts(edge: Client) -> None:
     owner_socket, cohost_socket = await _connected(edge, ann), await _connected(edge, cy)
     owner_pc, owner_session = await _publish(owner_socket, "ann", start=0)
     cohost_pc, cohost_session = await _publish(cohost_socket, "ann", start=20_000)
+    return (owner_socket, owner_pc, owner_session), (cohost_socket, cohost_pc, cohost_session)
+
+
+async def test_program_switch_between_cohosts(edge: Client) -> None:
+    (owner_socket, owner_pc, owner_session), (cohost_socket, cohost_pc, cohost_session) = await _two_hosts(edge)
 
     audience = await _connected(edge)
     snapshot = (await audience.ok("join", {"room": "ann"}))["snapshot"]
@@ -455,14 +461,7 @@ async def test_screen_share_added_and_removed_by_renegotiation(edge: Client) -> 
 
 
 async def test_viewer_watches_every_cohost_feed(edge: Client) -> None:
-    _ann_id, ann = await _account(edge, "ann@example.com", room="ann")
-    cy_id, cy = await _account(edge, "cy@example.com")
-    async with edge.server.app[RUNTIME].db.write() as session:
-        owner = await get_room(session, "ann")
-        await add_cohost(session, await get_user(session, owner.owner_id), owner, cy_id)
-    owner_socket, cohost_socket = await _connected(edge, ann), await _connected(edge, cy)
-    owner_pc, _owner_session = await _publish(owner_socket, "ann", start=0)
-    cohost_pc, cohost_session = await _publish(cohost_socket, "ann", start=20_000)
+    (owner_socket, owner_pc, _owner), (cohost_socket, cohost_pc, cohost_session) = await _two_hosts(edge)
     audience = await _connected(edge)
     await audience.ok("join", {"room": "ann"})
     viewer = Tracks()
