@@ -147,6 +147,7 @@ class TurnSettings(Section):
 class MediaSettings(Section):
     workers: int = Field(1, ge=1, le=64)
     silence_timeout_seconds: float = Field(15.0, ge=1, le=3600)
+    connect_timeout_seconds: float = Field(30.0, ge=1, le=600)
     bandwidth_floor_kbps: int = Field(300, ge=0, le=100_000)
     ice: IceSettings = IceSettings()
     turn: TurnSettings = TurnSettings()

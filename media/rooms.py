@@ -88,6 +88,7 @@ class PublisherSession:
     quiet_since: float = field(default_factory=time.monotonic)
     """When `packets` was last seen to change (it counts as fresh when it opens)."""
     _seen_packets: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -102,6 +103,7 @@ class ViewerSession:
     legs: dict[str, tuple[TrackHub, ViewerLeg, RTCRtpSender]] = field(default_factory=dict)
     """Track name → its leg; a leg stays here (out of its hub) while its track is not wanted."""
     connected: bool = False
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 Session = PublisherSession | ViewerSession
@@ -466,26 +468,34 @@ class MediaService:
         return forwarding.announce_public_address(description.sdp, self.settings.ice.public_address)
 
     async def _housekeeping(self) -> None:
-        """Off the packet path, once a second: copy each leg's counters into its sender for aiortc's RTCP
-        sender reports, fold viewers' bandwidth estimates into what each publisher is told, and close
-        publishers that went silent (a packet counter that stopped moving, so the packet path pays one
-        integer increment rather than a clock read)."""
+        """Off the packet path, once a second: close sessions that never connected; copy each leg's counters
+        into its sender for aiortc's RTCP sender reports; fold viewers' bandwidth estimates into what each
+        publisher is told, and close publishers that went silent (a packet counter that stopped moving, so
+        the packet path pays one integer increment rather than a clock read)."""
         while True:
             await asyncio.sleep(SENDER_REPORT_SYNC_SECONDS)
             ntp = current_ntp_time()
             now = time.monotonic()
             for session in list(self._sessions.values()):
-                if isinstance(session, ViewerSession):
+                if (session.pc.connectionState in ("new", "connecting")
+                        and now - session.opened_at > self.settings.connect_timeout_seconds):
+                    logger.info("session never connected, closing", extra={"room": session.room,
+                                                                          "session_id": session.id})
+                    await self.close_session(session.id)
+                elif isinstance(session, ViewerSession):
                     for _hub, leg, sender in session.legs.values():
                         forwarding.update_sender_report(sender, leg.packets, leg.octets, leg.last_timestamp, ntp)
-                    continue
-                self._cap_bandwidth(session)
-                if session.packets != session._seen_packets:
-                    session._seen_packets, session.quiet_since = session.packets, now
-                elif (session.pc.connectionState == "connected"
-                      and now - session.quiet_since > self.settings.silence_timeout_seconds):
-                    logger.info("publisher silent, closing", extra={"room": session.room, "session_id": session.id})
-                    await self.close_session(session.id)
+                else:
+                    await self._check_publisher(session, now)
+
+    async def _check_publisher(self, session: PublisherSession, now: float) -> None:
+        self._cap_bandwidth(session)
+        if session.packets != session._seen_packets:
+            session._seen_packets, session.quiet_since = session.packets, now
+        elif (session.pc.connectionState == "connected"
+              and now - session.quiet_since > self.settings.silence_timeout_seconds):
+            logger.info("publisher silent, closing", extra={"room": session.room, "session_id": session.id})
+            await self.close_session(session.id)
 
     def _cap_bandwidth(self, publisher: PublisherSession) -> None:
         room = self.rooms.get(publisher.room)

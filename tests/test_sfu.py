@@ -274,6 +274,23 @@ async def test_a_silent_publisher_is_closed() -> None:
         await service.close()
 
 
+async def test_sessions_that_never_connect_are_closed() -> None:
+    """A client that took its answer and vanished (it never starts ICE) holds nothing for long."""
+    events: list[MediaEvent] = []
+    service = MediaService(media_settings().model_copy(update={"connect_timeout_seconds": 1.0}), events.append)
+    try:
+        publisher, _track = await _publish(service, "shop")
+        vanished = new_viewer()
+        await service.open_viewer("shop", "vanished", await offer(vanished.pc))  # the answer is never applied
+        await _wait_for(lambda: "vanished" not in service._sessions, seconds=10)
+        assert any(e.type == "session.closed" and e.session_id == "vanished" for e in events)
+        assert "pub-shop" in service._sessions, "a connected publisher is not affected"
+        await vanished.close()
+        await publisher.close()
+    finally:
+        await service.close()
+
+
 async def test_the_publisher_gets_receiver_reports(service: MediaService) -> None:
     """Forwarding skips aiortc's decoder but keeps its receive statistics, so the publisher learns how its
     media arrives (loss, jitter) as it would from any receiver."""
