@@ -7,12 +7,16 @@ PIP := $(VENV)/bin/pip
 # Debian packages the test suite drives for real.
 TEST_DEBS := ffmpeg redis-server postgresql chromium coturn iproute2 util-linux procps
 
-.PHONY: run test lint typecheck pytest system-deps clean
+# Browser libraries the pages load, pinned in web/package-lock.json, copied out of web/node_modules.
+VENDOR := web/static/vendor
+WEB_LIBS := $(VENDOR)/socket.io.esm.min.js
 
-run: $(VENV)/.installed
+.PHONY: run test lint typecheck pytest system-deps node clean
+
+run: $(VENV)/.installed $(WEB_LIBS)
 	$(PY) run_server.py $(ARGS)
 
-test: system-deps $(VENV)/.installed-test lint typecheck pytest
+test: system-deps $(VENV)/.installed-test $(WEB_LIBS) lint typecheck pytest
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +40,18 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# npm from Node.js; Debian's packages only where the machine has none (a Node.js from elsewhere stays).
+node:
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends nodejs npm; }
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json | node
+	npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error
+
+$(VENDOR)/socket.io.esm.min.js: web/node_modules/.package-lock.json
+	mkdir -p $(VENDOR)
+	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js $@
+
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
@@ -48,4 +64,4 @@ pytest: $(VENV)/.installed-test
 	tests/netns.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info web/node_modules $(VENDOR)

@@ -149,8 +149,44 @@ async def _assert_playing(viewer: Page) -> None:
     assert width > 0 and height > 0
 
 
+# Headless Chromium has no screen to pick: the studio's "screen" is a canvas that changes every frame.
+FAKE_SCREEN = """
+navigator.mediaDevices.getDisplayMedia = async () => {
+  const canvas = Object.assign(document.createElement('canvas'), {width: 640, height: 360});
+  const context = canvas.getContext('2d');
+  let frame = 0;
+  setInterval(() => {
+    context.fillStyle = `hsl(${(frame++ * 7) % 360} 80% 50%)`;
+    context.fillRect(0, 0, 640, 360);
+  }, 33);
+  return canvas.captureStream(30);
+};
+"""
+SCREEN_PLAYING = """() => {
+  const screen = document.getElementById('screen');
+  return !screen.hidden && screen.videoWidth > 0 && screen.currentTime > 0;
+}"""
+
+
+async def _share_screen(studio: Page, viewer: Page) -> None:
+    """The host shares a screen (a renegotiation over the socket): the viewer shows it beside the camera on the
+    same connection; the host stops, and the viewer hides it."""
+    await studio.click("#share-screen")
+    await expect(studio.locator("#screen-status")).to_have_text("Sharing your screen.")
+    await expect(studio.locator("#stop-screen")).to_be_visible()
+    await viewer.wait_for_function(SCREEN_PLAYING, timeout=STEP_MS)
+    await expect(viewer.locator("#player")).to_have_class(re.compile(r"\bsharing\b"))
+    await _assert_playing(viewer)  # the camera plays on beside it
+    await _shoot(viewer, "live-screen-share")
+    await studio.click("#stop-screen")
+    await expect(studio.locator("#share-screen")).to_be_visible()
+    await expect(viewer.locator("#screen")).to_be_hidden(timeout=STEP_MS)
+    await _assert_playing(viewer)
+
+
 async def _scenario(context: BrowserContext, server: ServerProcess, problems: Problems) -> None:
     studio = problems.watch(await context.new_page(), "studio")
+    await studio.add_init_script(FAKE_SCREEN)
     await _sign_in_and_choose_room(studio, server)
     await _rotate_stream_key(studio)
     # A reload resumes the session from the refresh cookie and takes up the room chosen before.
@@ -168,7 +204,7 @@ async def _scenario(context: BrowserContext, server: ServerProcess, problems: Pr
     await studio.click("#go-live")
     await expect(studio.locator("#status")).to_have_attribute("data-state", "live", timeout=STEP_MS)
     publish = await asyncio.to_thread(server.wait_for_log, "publish", 10)
-    assert publish["kind"] == "whip"
+    assert publish["kind"] == "browser"  # over the live-room socket
     assert "video/H264" in publish["codecs"], f"the studio should prefer H.264: {publish['codecs']}"
 
     await _assert_playing(viewer)
@@ -178,6 +214,8 @@ async def _scenario(context: BrowserContext, server: ServerProcess, problems: Pr
     await viewer.click("#unmute")
     await expect(viewer.locator("#unmute")).to_be_hidden()
     assert await viewer.evaluate("document.getElementById('video').muted") is False
+
+    await _share_screen(studio, viewer)
 
     landing = problems.watch(await context.new_page(), "landing")
     await landing.goto(server.url + "/")

@@ -1,17 +1,19 @@
-// The viewer's player: watch a room over WHEP, wait while it is not live, and reconnect when it drops.
+// The viewer's player: join a room over the live-room socket, watch its program feed (and the host's screen
+// share beside it), wait while it is not live, and reconnect when the connection drops.
 
+import { connectLive, request } from "./live_socket.js";
 import { requestJson } from "./net.js";
-import { endSession, exchangeSdp, newPeerConnection } from "./webrtc.js";
+import { exchangeOverSocket, newPeerConnection } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromPath();
-const NOT_LIVE_RETRY_MS = 3000;
 const ERROR_RETRY_MS = [2000, 4000, 8000, 15000];
+// A room that does not exist yet (the host's first publish makes it): ask again this often.
+const NO_ROOM_RETRY_MS = 3000;
 // A connection that stays "disconnected" this long is given up rather than waited for.
 const DISCONNECTED_GRACE_MS = 3000;
-// Media that stops arriving while the connection still looks up means the stream is gone: the server
-// closes viewers when the host leaves, but the browser only notices through ICE consent checks many
-// seconds later. Reconnecting finds out at once whether the show is still on.
+// Media that stops arriving while the connection still looks up means the stream is gone; resubscribing
+// finds out at once whether the show is still on.
 const STALL_MS = 3000;
 
 function roomFromPath() {
@@ -23,7 +25,12 @@ function roomFromPath() {
 }
 
 const video = $("video");
-const viewer = { pc: null, session: null, attempt: 0, retryTimer: null, failures: 0 };
+const screen = $("screen");
+// `tracks` names what each section of our offer receives, in order (docs/events.md, "Tracks").
+const viewer = {
+  socket: null, live: false, program: null, screenOn: false, pc: null, session: null, tracks: [], attempt: 0,
+  retryTimer: null, joinTimer: null, failures: 0, publisherTracks: new Map(),
+};
 const stall = { bytes: -1, since: 0, checking: false };
 
 function setState(state, title = "", detail = "") {
@@ -39,22 +46,102 @@ function updateUnmute() {
   $("unmute").hidden = !(video.muted && $("player").dataset.state === "playing");
 }
 
+function notLive() {
+  teardown();
+  setState("not-live", "Not live yet", "This page starts playing by itself as soon as the show begins.");
+}
+
 function retryIn(ms) {
   clearTimeout(viewer.retryTimer);
-  viewer.retryTimer = setTimeout(connect, ms);
+  viewer.retryTimer = setTimeout(subscribe, ms);
 }
 
 function teardown() {
   const { pc, session } = viewer;
+  clearTimeout(viewer.retryTimer);
   viewer.pc = null;
   viewer.session = null;
+  viewer.tracks = [];
+  showScreen(null);
   if (pc) pc.close();
   // Free the server's side now; it would notice the dead connection on its own, only later.
-  if (session) endSession(session).catch(() => {});
+  if (session && viewer.socket?.connected) request(viewer.socket, "unsubscribe", { session_id: session }).catch(() => {});
 }
 
-async function connect() {
+// --- the room --------------------------------------------------------------------------------------------
+
+function wireSocket() {
+  const socket = connectLive();
+  viewer.socket = socket;
+  socket.on("connect", join);
+  socket.on("disconnect", () => {
+    // The server closed our session with the socket; the client reconnects by itself.
+    teardown();
+    setState("reconnecting", "Reconnecting…", "The connection to the server dropped.");
+  });
+  socket.on("connect_error", (error) => {
+    setState("error", "Cannot reach the server", error.data?.message || "Trying again shortly.");
+  });
+  socket.on("program.changed", ({ program }) => onProgram(program));
+  socket.on("publishers.changed", ({ publishers }) => knowPublishers(publishers));
+  socket.on("tracks.changed", ({ session_id: session, tracks }) => {
+    viewer.publisherTracks.set(session, tracks);
+    if (session === viewer.program) onScreen(tracks.includes("screen"));
+  });
+  socket.on("host.reconnecting", () => {
+    setState("reconnecting", "The host is reconnecting…", "The show carries on as soon as they are back.");
+  });
+  socket.on("show.ended", () => {
+    viewer.live = false;
+    viewer.program = null;
+    notLive();
+  });
+}
+
+async function join() {
+  clearTimeout(viewer.joinTimer);
+  try {
+    const { snapshot } = await request(viewer.socket, "join", { room });
+    viewer.live = snapshot.live;
+    knowPublishers(snapshot.publishers);
+    if (!snapshot.live || !snapshot.program) {
+      notLive();
+      return;
+    }
+    onProgram(snapshot.program);
+  } catch (error) {
+    teardown();
+    if (error.code === "room_not_found") {
+      notLive();
+      viewer.joinTimer = setTimeout(join, NO_ROOM_RETRY_MS + Math.random() * 1000);
+    } else {
+      setState("error", "Cannot play this show", error.message);
+    }
+  }
+}
+
+function knowPublishers(publishers) {
+  viewer.publisherTracks = new Map(publishers.map((p) => [p.session_id, p.tracks]));
+}
+
+// A feed is on air: the first of a show (subscribe), or another one (the server switches our connection, and
+// the new feed may or may not share a screen).
+function onProgram(program) {
+  viewer.live = true;
+  viewer.program = program;
+  const screenOn = (viewer.publisherTracks.get(program) || []).includes("screen");
+  if (!viewer.pc) {
+    viewer.screenOn = screenOn;
+    subscribe();
+    return;
+  }
+  onScreen(screenOn);
+  onPlaying();
+}
+
+async function subscribe() {
   clearTimeout(viewer.retryTimer);
+  if (!viewer.socket?.connected || !viewer.live) return;
   teardown();
   const attempt = ++viewer.attempt;
   const pc = await newPeerConnection();
@@ -65,36 +152,77 @@ async function connect() {
   viewer.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
+  const tracks = ["video", "audio"];
+  if (viewer.screenOn) {
+    pc.addTransceiver("video", { direction: "recvonly" });
+    tracks.push("screen");
+  }
   const stream = new MediaStream();
-  pc.addEventListener("track", (event) => {
-    stream.addTrack(event.track);
-    if (video.srcObject !== stream) video.srcObject = stream;
-    play();
-  });
+  pc.addEventListener("track", (event) => onTrack(pc, event, stream));
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   try {
-    // Watching a public room needs no account: no token is sent (a signed-in viewer's cookie goes along).
-    const session = await exchangeSdp(pc, `/whep/${encodeURIComponent(room)}`);
+    const ack = await exchangeOverSocket(pc, viewer.socket, "subscribe", { room, tracks });
     if (attempt !== viewer.attempt) {
-      endSession(session).catch(() => {}); // Superseded while negotiating.
+      request(viewer.socket, "unsubscribe", { session_id: ack.session_id }).catch(() => {});
       return;
     }
-    viewer.session = session;
+    viewer.session = ack.session_id;
+    viewer.tracks = tracks;
   } catch (error) {
     if (attempt !== viewer.attempt) return;
-    teardown();
     if (error.code === "not_live") {
-      viewer.failures = 0;
-      setState("not-live", "Not live yet", "This page starts playing by itself as soon as the show begins.");
-      // Jitter, so the viewers waiting for a show do not all ask again in the same instant.
-      retryIn(NOT_LIVE_RETRY_MS + Math.random() * 1000);
-    } else {
-      const wait = ERROR_RETRY_MS[Math.min(viewer.failures++, ERROR_RETRY_MS.length - 1)];
-      setState("error", "Cannot play this show right now", `${error.message} Trying again shortly.`);
-      retryIn(wait);
+      notLive(); // The show ended meanwhile; `program.changed` brings the next one.
+      return;
     }
+    teardown();
+    const wait = ERROR_RETRY_MS[Math.min(viewer.failures++, ERROR_RETRY_MS.length - 1)];
+    setState("error", "Cannot play this show right now", `${error.message} Trying again shortly.`);
+    retryIn(wait);
   }
 }
+
+function onTrack(pc, event, stream) {
+  if (viewer.pc !== pc) return;
+  const index = pc.getTransceivers().indexOf(event.transceiver);
+  if (index === 2) {
+    showScreen(new MediaStream([event.track]));
+    return;
+  }
+  stream.addTrack(event.track);
+  if (video.srcObject !== stream) video.srcObject = stream;
+  play(video);
+}
+
+// --- the host's screen share -------------------------------------------------------------------------------
+
+// Added as a third section on the same connection, and set inactive when the host stops: the section keeps
+// its place, so sharing again reuses it.
+async function onScreen(on) {
+  viewer.screenOn = on;
+  const { pc, session } = viewer;
+  if (!pc || !session) return;
+  const transceivers = pc.getTransceivers();
+  if (on === (viewer.tracks.length > 2 && transceivers[2].direction === "recvonly")) return;
+  if (on && transceivers.length < 3) pc.addTransceiver("video", { direction: "recvonly" });
+  else pc.getTransceivers()[2].direction = on ? "recvonly" : "inactive";
+  const tracks = ["video", "audio", "screen"];
+  try {
+    await exchangeOverSocket(pc, viewer.socket, "renegotiate", { session_id: session, tracks });
+    viewer.tracks = tracks;
+    if (!on) showScreen(null);
+  } catch {
+    if (viewer.pc === pc) subscribe(); // Start over with the sections the room has now.
+  }
+}
+
+function showScreen(stream) {
+  screen.srcObject = stream;
+  screen.hidden = stream === null;
+  $("player").classList.toggle("sharing", stream !== null);
+  if (stream) play(screen);
+}
+
+// --- connection state ----------------------------------------------------------------------------------
 
 function reconnect(detail) {
   setState("reconnecting", "Reconnecting…", detail);
@@ -125,11 +253,11 @@ function onConnectionState(pc) {
 }
 
 // Autoplay with sound is refused until the viewer interacts with the page: start muted then.
-function play() {
-  video.play().catch(() => {
-    if (!video.muted) {
-      video.muted = true;
-      video.play().catch(() => {});
+function play(element) {
+  element.play().catch(() => {
+    if (!element.muted) {
+      element.muted = true;
+      element.play().catch(() => {});
     }
     updateUnmute();
   });
@@ -163,7 +291,7 @@ async function watchForStall() {
   if (bytes !== stall.bytes) {
     stall.bytes = bytes;
     stall.since = now;
-  } else if (now - stall.since > STALL_MS) {
+  } else if (now - stall.since > STALL_MS && $("player").dataset.state === "playing") {
     stall.bytes = -1;
     reconnect("The stream stopped.");
   }
@@ -183,21 +311,19 @@ async function showTitle() {
 
 $("unmute").addEventListener("click", () => {
   video.muted = false;
-  play();
+  play(video);
   updateUnmute();
 });
 video.addEventListener("playing", onPlaying);
 video.addEventListener("resize", onPlaying);
 video.addEventListener("volumechange", updateUnmute);
-window.addEventListener("pagehide", () => {
-  if (viewer.session) endSession(viewer.session, { keepalive: true }).catch(() => {});
-});
+window.addEventListener("pagehide", () => viewer.socket?.disconnect());
 setInterval(watchForStall, 1000);
 
 if (room) {
   setState("connecting", "Connecting…");
   showTitle();
-  connect();
+  wireSocket();
 } else {
   setState("error", "No room given", "Open a show from the list of live shows.");
 }

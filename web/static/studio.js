@@ -1,7 +1,9 @@
-// The host's studio: sign in, pick a room, preview camera and microphone, and go live over WHIP.
+// The host's studio: sign in, pick a room, preview camera and microphone, go live and share a screen over the
+// live-room socket (the stream key and WHIP URL are for encoders such as OBS).
 
+import { connectLive, request } from "./live_socket.js";
 import { RequestError, requestJson } from "./net.js";
-import { endSession, exchangeSdp, newPeerConnection } from "./webrtc.js";
+import { exchangeOverSocket, newPeerConnection } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const ROOM_KEY = "pinstream.studio.room";
@@ -11,7 +13,9 @@ const SLUG = /^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$/;
 const REFRESH_MARGIN_MS = 60_000;
 
 const auth = { token: null, expiresAt: 0, user: null, refreshing: null };
-const studio = { room: null, stream: null, pc: null, session: null, phase: "idle" };
+const studio = {
+  room: null, stream: null, pc: null, session: null, phase: "idle", socket: null, socketExpiresAt: 0, screen: null,
+};
 
 // --- signing in -----------------------------------------------------------------------------------------
 
@@ -67,10 +71,37 @@ function signedOut(message = "") {
     setPhase("ended", "The show has ended.");
   }
   stopCamera();
+  studio.socket?.disconnect();
+  studio.socket = null;
   show("sign-in");
 }
 
+// The token the socket connects with; the server checks it when the host publishes, so `liveSocket` makes
+// sure the socket's token is still good before going live.
+async function socketToken() {
+  try {
+    const token = await accessToken();
+    studio.socketExpiresAt = auth.expiresAt;
+    return token;
+  } catch {
+    return null;
+  }
+}
+
+async function liveSocket() {
+  const socket = studio.socket;
+  if (socket.connected && studio.socketExpiresAt - Date.now() > REFRESH_MARGIN_MS) return socket;
+  const connected = new Promise((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("connect_error", (error) => reject(new Error(error.data?.message || error.message)));
+  });
+  socket.disconnect().connect(); // Nothing is published on it yet: reconnecting costs nothing.
+  await connected;
+  return socket;
+}
+
 function signedIn() {
+  studio.socket ??= connectLive(socketToken);
   $("account").textContent = auth.user.display_name || auth.user.email;
   $("sign-out").hidden = false;
   if (auth.user.role !== "host" && auth.user.role !== "admin") {
@@ -220,6 +251,10 @@ function updateControls() {
   $("go-live").hidden = busy;
   $("go-live").disabled = !studio.room || !studio.stream;
   $("end-show").hidden = !busy;
+  const sharing = Boolean(studio.screen?.track);
+  $("share-screen").hidden = studio.phase !== "live" || sharing || !navigator.mediaDevices?.getDisplayMedia;
+  $("share-screen").disabled = false;
+  $("stop-screen").hidden = studio.phase !== "live" || !sharing;
   $("room-button").disabled = busy;
   $("room").disabled = busy;
 }
@@ -262,9 +297,13 @@ async function goLive() {
   }
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   try {
-    // The signed-in host's access token stands in for the stream key.
-    studio.session = await exchangeSdp(pc, `/whip/${encodeURIComponent(studio.room)}`,
-      { token: await accessToken() });
+    // The socket connected with the signed-in host's access token: that stands in for the stream key.
+    const ack = await exchangeOverSocket(pc, await liveSocket(), "publish", { room: studio.room });
+    if (studio.pc !== pc) {
+      request(studio.socket, "unpublish", { session_id: ack.session_id }).catch(() => {});
+      return;
+    }
+    studio.session = ack.session_id;
   } catch (error) {
     if (studio.pc !== pc) return;
     closePeer();
@@ -285,7 +324,7 @@ function onConnectionState(pc) {
       setPhase("connecting", "Connection interrupted: trying to recover…");
       break;
     case "failed":
-      endSession(studio.session, { token: auth.token }).catch(() => {});
+      unpublish(studio.session);
       closePeer();
       setPhase("error", "The connection to the server failed. Check your network and go live again.");
       break;
@@ -296,8 +335,15 @@ function onConnectionState(pc) {
 
 function closePeer() {
   if (studio.pc) studio.pc.close();
+  if (studio.screen) studio.screen.track?.stop();
   studio.pc = null;
   studio.session = null;
+  studio.screen = null;
+  updateControls();
+}
+
+function unpublish(session) {
+  if (session) request(studio.socket, "unpublish", { session_id: session }).catch(() => {});
 }
 
 async function endShow() {
@@ -309,18 +355,68 @@ async function endShow() {
     return;
   }
   try {
-    await endSession(session, { token: await accessToken() });
+    await request(studio.socket, "unpublish", { session_id: session });
     setPhase("ended", "The show has ended.");
   } catch (error) {
     setPhase("error", `The stream stopped, but the server did not confirm the end: ${error.message}`);
   }
 }
 
-// Leaving the page mid-show: tell the server now rather than wait for the connection to time out.
+// Leaving the page mid-show: the server closes a socket's sessions when it disconnects; say so now rather
+// than wait for the connection to time out.
 function onPageHide() {
-  if (studio.session && auth.token) {
-    endSession(studio.session, { token: auth.token, keepalive: true }).catch(() => {});
+  if (studio.session) studio.socket?.disconnect();
+}
+
+// --- screen share -------------------------------------------------------------------------------------------
+
+// A second video section on the same connection (docs/events.md, "Tracks and renegotiation"). Stopping keeps
+// the section, inactive, and sharing again reuses it, so the SDP only ever grows by one section.
+async function shareScreen() {
+  const { pc, session } = studio;
+  if (!pc || !session || studio.screen?.track) return;
+  $("share-screen").disabled = true;
+  $("screen-status").textContent = "";
+  let track;
+  try {
+    [track] = (await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } } })).getVideoTracks();
+  } catch (error) {
+    $("screen-status").textContent = error.name === "NotAllowedError" ? "" : `Cannot share the screen: ${error.message}`;
+    updateControls();
+    return;
   }
+  let transceiver = studio.screen?.transceiver;
+  if (transceiver) {
+    transceiver.direction = "sendonly";
+    await transceiver.sender.replaceTrack(track);
+  } else {
+    transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+    preferH264(transceiver);
+  }
+  studio.screen = { transceiver, track };
+  track.addEventListener("ended", stopScreen); // The browser's own "Stop sharing" button.
+  await renegotiate(pc, session, "Sharing your screen.");
+}
+
+async function stopScreen() {
+  const { pc, session, screen } = studio;
+  if (!pc || !session || !screen?.track) return;
+  screen.track.removeEventListener("ended", stopScreen);
+  screen.track.stop();
+  screen.track = null;
+  screen.transceiver.direction = "inactive";
+  await screen.transceiver.sender.replaceTrack(null);
+  await renegotiate(pc, session, "");
+}
+
+async function renegotiate(pc, session, done) {
+  try {
+    await exchangeOverSocket(pc, studio.socket, "renegotiate", { session_id: session });
+    if (studio.pc === pc) $("screen-status").textContent = done;
+  } catch (error) {
+    if (studio.pc === pc) $("screen-status").textContent = `The screen share did not change: ${error.message}`;
+  }
+  updateControls();
 }
 
 // --- stream key for encoders (OBS) -----------------------------------------------------------------------
@@ -355,6 +451,8 @@ function wire() {
   $("camera-retry").addEventListener("click", startCamera);
   $("go-live").addEventListener("click", goLive);
   $("end-show").addEventListener("click", endShow);
+  $("share-screen").addEventListener("click", shareScreen);
+  $("stop-screen").addEventListener("click", stopScreen);
   $("key-show").addEventListener("click", () => {
     $("key-confirm").hidden = false;
     $("key-result").hidden = true;

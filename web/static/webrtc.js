@@ -1,6 +1,8 @@
-// The WHIP/WHEP offer/answer exchange shared by the studio (publish) and the player (watch).
+// The offer/answer exchange shared by the studio (publish) and the player (watch), over the live-room socket.
+// (WHIP and WHEP over HTTP are for encoders and players we did not write.)
 
-import { errorFrom, requestJson, send } from "./net.js";
+import { request } from "./live_socket.js";
+import { requestJson } from "./net.js";
 
 // The server takes no trickled candidates: they must be in the offer. Gathering normally completes in
 // milliseconds on a LAN, but an unreachable STUN server can hold it for many seconds while the host
@@ -53,26 +55,12 @@ export async function newPeerConnection() {
   }
 }
 
-// POST our offer, apply the answer, and return the session's absolute URL (DELETE it to end the session).
-// Throws RequestError with the server's code (e.g. "not_live") and message.
-export async function exchangeSdp(pc, endpoint, { token } = {}) {
+// Our offer over the live-room socket: `event` is "publish", "subscribe" or "renegotiate" (docs/events.md),
+// `payload` its other fields. Resolves with the ack ({session_id, sdp, codecs}) once the answer is applied.
+export async function exchangeOverSocket(pc, socket, event, payload) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc);
-  const headers = { "Content-Type": "application/sdp" };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const url = new URL(endpoint, window.location.href);
-  const response = await send(url, { method: "POST", headers, body: pc.localDescription.sdp });
-  if (response.status !== 201) throw await errorFrom(response);
-  const location = response.headers.get("Location");
-  if (!location) throw new Error("The server did not name the session (no Location header).");
-  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
-  return new URL(location, url).href;
-}
-
-// End a session; a session the server already ended (404) is not an error. `keepalive` lets the request
-// outlive the page when it is sent while the page unloads.
-export async function endSession(sessionUrl, { token, keepalive = false } = {}) {
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const response = await send(sessionUrl, { method: "DELETE", headers, keepalive });
-  if (!response.ok && response.status !== 404) throw await errorFrom(response);
+  const ack = await request(socket, event, { ...payload, sdp: pc.localDescription.sdp });
+  await pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
+  return ack;
 }
