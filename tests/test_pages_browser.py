@@ -17,12 +17,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 
 from tests.server_process import ROOT, ServerProcess
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -35,6 +36,7 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 HOST_EMAIL = "host@example.com"
+COHOST_EMAIL = "cohost@example.com"
 HOST_PASSWORD = "correct horse battery staple"
 ROOM = "vintage-finds"
 STEP_MS = 20_000
@@ -60,14 +62,19 @@ def server(tmp_path: Path) -> ServerProcess:
     config = (f"media:\n  ice:\n    host_addresses: [{namespace_address()}]\n"
               "rooms:\n  end_grace_seconds: 0\n")
     process = ServerProcess(tmp_path, config)
-    password_file = tmp_path / "host-password"
+    for email, name in ((HOST_EMAIL, "Ann"), (COHOST_EMAIL, "Cy")):
+        _create_host(process, email, name)
+    return process
+
+
+def _create_host(process: ServerProcess, email: str, name: str) -> None:
+    password_file = process.directory / "host-password"
     password_file.write_text(HOST_PASSWORD)
     created = subprocess.run(
-        [sys.executable, str(ROOT / "run_server.py"), "create-user", HOST_EMAIL, "--role", "host",
-         "--display-name", "Ann", "--password-file", str(password_file), "--config", str(process.config_path)],
-        cwd=tmp_path, env=process.env, capture_output=True, text=True, timeout=60)
+        [sys.executable, str(ROOT / "run_server.py"), "create-user", email, "--role", "host",
+         "--display-name", name, "--password-file", str(password_file), "--config", str(process.config_path)],
+        cwd=process.directory, env=process.env, capture_output=True, text=True, timeout=60)
     assert created.returncode == 0, created.stderr
-    return process
 
 
 @pytest.fixture
@@ -108,18 +115,19 @@ async def _shoot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-async def _sign_in_and_choose_room(studio: Page, server: ServerProcess) -> None:
+async def _sign_in_and_choose_room(studio: Page, server: ServerProcess, email: str = HOST_EMAIL,
+                                   name: str = "Ann") -> None:
     await studio.goto(f"{server.url}/studio")
     await expect(studio.locator("#sign-in")).to_be_visible()
     await _shoot(studio, "studio-sign-in")
-    await studio.fill("#email", HOST_EMAIL)
+    await studio.fill("#email", email)
     await studio.fill("#password", "not the password")
     await studio.click("#sign-in-button")
     await expect(studio.locator("#sign-in-error")).to_have_text("Wrong email or password.")
     await studio.fill("#password", HOST_PASSWORD)
     await studio.click("#sign-in-button")
     await expect(studio.locator("#studio")).to_be_visible()
-    await expect(studio.locator("#account")).to_have_text("Ann")
+    await expect(studio.locator("#account")).to_have_text(name)
     await studio.fill("#room", ROOM)
     await studio.click("#room-button")
     await expect(studio.locator("#room-status")).to_contain_text("is ready")
@@ -184,6 +192,44 @@ async def _share_screen(studio: Page, viewer: Page) -> None:
     await _assert_playing(viewer)
 
 
+FEED_PLAYING = """() => {
+  const tile = document.querySelector('#feeds video:not([hidden])');
+  return tile !== null && tile.videoWidth > 0 && tile.currentTime > 0;
+}"""
+
+
+async def _cohost_goes_live(browser: Browser | None, server: ServerProcess, viewer: Page, problems: Problems) -> None:
+    """Ann makes Cy a co-host; Cy goes live from another browser: the viewer sees Cy's camera as a tile beside
+    the program, on the same connection, and the tile goes when Cy ends."""
+    assert browser is not None
+    async with aiohttp.ClientSession(server.url) as http:
+        logins = []
+        for email in (HOST_EMAIL, COHOST_EMAIL):
+            async with http.post("/api/auth/login", json={"email": email, "password": HOST_PASSWORD}) as response:
+                assert response.status == 200, await response.text()
+                logins.append(await response.json())
+        owner, cohost = logins
+        async with http.post(f"/api/rooms/{ROOM}/cohosts", json={"user_id": cohost["user"]["id"]},
+                             headers={"Authorization": f"Bearer {owner['access_token']}"}) as response:
+            assert response.status == 200, await response.text()
+    context = await browser.new_context()
+    context.set_default_timeout(STEP_MS)
+    try:
+        studio = problems.watch(await context.new_page(), "cohost-studio")
+        await _sign_in_and_choose_room(studio, server, COHOST_EMAIL, "Cy")
+        await studio.click("#go-live")
+        await expect(studio.locator("#status")).to_have_attribute("data-state", "live", timeout=STEP_MS)
+        await viewer.wait_for_function(FEED_PLAYING, timeout=STEP_MS)
+        await _shoot(viewer, "live-cohost-tile")
+        await _assert_playing(viewer)  # the program (Ann) plays on
+        await studio.click("#end-show")
+        await expect(studio.locator("#status")).to_have_attribute("data-state", "ended", timeout=STEP_MS)
+        await expect(viewer.locator("#feeds video")).to_be_hidden(timeout=STEP_MS)
+        await _assert_playing(viewer)
+    finally:
+        await context.close()
+
+
 async def _scenario(context: BrowserContext, server: ServerProcess, problems: Problems) -> None:
     studio = problems.watch(await context.new_page(), "studio")
     await studio.add_init_script(FAKE_SCREEN)
@@ -216,6 +262,7 @@ async def _scenario(context: BrowserContext, server: ServerProcess, problems: Pr
     assert await viewer.evaluate("document.getElementById('video').muted") is False
 
     await _share_screen(studio, viewer)
+    await _cohost_goes_live(context.browser, server, viewer, problems)
 
     landing = problems.watch(await context.new_page(), "landing")
     await landing.goto(server.url + "/")
@@ -235,7 +282,7 @@ async def test_studio_goes_live_and_live_page_plays(browser: Browser, server: Se
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(STEP_MS)
     try:
-        async with asyncio.timeout(75):
+        async with asyncio.timeout(100):
             await _scenario(context, server, problems)
     except Exception as exc:
         for index, page in enumerate(context.pages):

@@ -1,5 +1,6 @@
-// The viewer's player: join a room over the live-room socket, watch its program feed (and the host's screen
-// share beside it), wait while it is not live, and reconnect when the connection drops.
+// The viewer's player: join a room over the live-room socket, watch its program feed, with the host's screen
+// share and every other co-host's camera beside it on the same connection, wait while it is not live, and
+// reconnect when the connection drops.
 
 import { connectLive, request } from "./live_socket.js";
 import { requestJson } from "./net.js";
@@ -26,10 +27,13 @@ function roomFromPath() {
 
 const video = $("video");
 const screen = $("screen");
-// `tracks` names what each section of our offer receives, in order (docs/events.md, "Tracks").
+// `sections` are our offer's media sections in order, each named by the track it receives (docs/events.md,
+// "Tracks"): the program's "video" and "audio" first, then "screen" and co-hosts' "feed:{session}:video" as
+// they come. A section keeps its name for the life of the connection; one no longer wanted goes inactive.
 const viewer = {
-  socket: null, live: false, program: null, screenOn: false, pc: null, session: null, tracks: [], attempt: 0,
-  retryTimer: null, joinTimer: null, failures: 0, publisherTracks: new Map(),
+  socket: null, live: false, program: null, pc: null, session: null, sections: [], attempt: 0,
+  retryTimer: null, joinTimer: null, failures: 0, publisherTracks: new Map(), syncing: null, resync: false,
+  syncFailures: 0,
 };
 const stall = { bytes: -1, since: 0, checking: false };
 
@@ -61,8 +65,9 @@ function teardown() {
   clearTimeout(viewer.retryTimer);
   viewer.pc = null;
   viewer.session = null;
-  viewer.tracks = [];
+  viewer.sections = [];
   showScreen(null);
+  $("feeds").replaceChildren();
   if (pc) pc.close();
   // Free the server's side now; it would notice the dead connection on its own, only later.
   if (session && viewer.socket?.connected) request(viewer.socket, "unsubscribe", { session_id: session }).catch(() => {});
@@ -83,10 +88,13 @@ function wireSocket() {
     setState("error", "Cannot reach the server", error.data?.message || "Trying again shortly.");
   });
   socket.on("program.changed", ({ program }) => onProgram(program));
-  socket.on("publishers.changed", ({ publishers }) => knowPublishers(publishers));
+  socket.on("publishers.changed", ({ publishers }) => {
+    knowPublishers(publishers);
+    syncSections();
+  });
   socket.on("tracks.changed", ({ session_id: session, tracks }) => {
     viewer.publisherTracks.set(session, tracks);
-    if (session === viewer.program) onScreen(tracks.includes("screen"));
+    syncSections();
   });
   socket.on("host.reconnecting", () => {
     setState("reconnecting", "The host is reconnecting…", "The show carries on as soon as they are back.");
@@ -124,19 +132,27 @@ function knowPublishers(publishers) {
   viewer.publisherTracks = new Map(publishers.map((p) => [p.session_id, p.tracks]));
 }
 
-// A feed is on air: the first of a show (subscribe), or another one (the server switches our connection, and
-// the new feed may or may not share a screen).
+// A feed is on air: the first of a show (subscribe), or another one (the server switches our connection; the
+// new feed may share a screen, and the previous one becomes a co-host tile).
 function onProgram(program) {
   viewer.live = true;
   viewer.program = program;
-  const screenOn = (viewer.publisherTracks.get(program) || []).includes("screen");
   if (!viewer.pc) {
-    viewer.screenOn = screenOn;
     subscribe();
     return;
   }
-  onScreen(screenOn);
+  syncSections();
   onPlaying();
+}
+
+// The names of the extra sections the room calls for now: the program's screen share, the other cameras.
+function wantedExtras() {
+  const wanted = [];
+  if ((viewer.publisherTracks.get(viewer.program) || []).includes("screen")) wanted.push("screen");
+  for (const [session, tracks] of viewer.publisherTracks) {
+    if (session !== viewer.program && tracks.includes("video")) wanted.push(`feed:${session}:video`);
+  }
+  return wanted;
 }
 
 async function subscribe() {
@@ -150,13 +166,8 @@ async function subscribe() {
     return;
   }
   viewer.pc = pc;
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const tracks = ["video", "audio"];
-  if (viewer.screenOn) {
-    pc.addTransceiver("video", { direction: "recvonly" });
-    tracks.push("screen");
-  }
+  for (const name of ["video", "audio", ...wantedExtras()]) addSection(pc, name);
+  const tracks = viewer.sections.map((section) => section.name);
   const stream = new MediaStream();
   pc.addEventListener("track", (event) => onTrack(pc, event, stream));
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
@@ -167,7 +178,6 @@ async function subscribe() {
       return;
     }
     viewer.session = ack.session_id;
-    viewer.tracks = tracks;
   } catch (error) {
     if (attempt !== viewer.attempt) return;
     if (error.code === "not_live") {
@@ -181,37 +191,89 @@ async function subscribe() {
   }
 }
 
-function onTrack(pc, event, stream) {
-  if (viewer.pc !== pc) return;
-  const index = pc.getTransceivers().indexOf(event.transceiver);
-  if (index === 2) {
-    showScreen(new MediaStream([event.track]));
-    return;
-  }
-  stream.addTrack(event.track);
-  if (video.srcObject !== stream) video.srcObject = stream;
-  play(video);
+function addSection(pc, name) {
+  const transceiver = pc.addTransceiver(name === "audio" ? "audio" : "video", { direction: "recvonly" });
+  viewer.sections.push({ name, transceiver });
 }
 
-// --- the host's screen share -------------------------------------------------------------------------------
+function onTrack(pc, event, stream) {
+  if (viewer.pc !== pc) return;
+  const section = viewer.sections.find((each) => each.transceiver === event.transceiver);
+  if (!section) return;
+  if (section.name === "screen") {
+    showScreen(new MediaStream([event.track]));
+  } else if (section.name.startsWith("feed:")) {
+    let tile = [...$("feeds").children].find((each) => each.dataset.feed === section.name);
+    if (!tile) {
+      tile = Object.assign(document.createElement("video"), { autoplay: true, muted: true, playsInline: true });
+      tile.dataset.feed = section.name;
+      $("feeds").append(tile);
+    }
+    tile.hidden = false;
+    tile.srcObject = new MediaStream([event.track]);
+    play(tile);
+  } else {
+    stream.addTrack(event.track);
+    if (video.srcObject !== stream) video.srcObject = stream;
+    play(video);
+  }
+}
 
-// Added as a third section on the same connection, and set inactive when the host stops: the section keeps
-// its place, so sharing again reuses it.
-async function onScreen(on) {
-  viewer.screenOn = on;
+// --- the screen share and the co-hosts' cameras ------------------------------------------------------------
+
+// Bring our sections in line with the room: add a section for each new track, set those no longer wanted
+// inactive, (re)activate wanted ones, and renegotiate once. One at a time; a change meanwhile runs again.
+async function syncSections() {
+  if (viewer.syncing) {
+    viewer.resync = true;
+    return;
+  }
   const { pc, session } = viewer;
   if (!pc || !session) return;
-  const transceivers = pc.getTransceivers();
-  if (on === (viewer.tracks.length > 2 && transceivers[2].direction === "recvonly")) return;
-  if (on && transceivers.length < 3) pc.addTransceiver("video", { direction: "recvonly" });
-  else pc.getTransceivers()[2].direction = on ? "recvonly" : "inactive";
-  const tracks = ["video", "audio", "screen"];
-  try {
-    await exchangeOverSocket(pc, viewer.socket, "renegotiate", { session_id: session, tracks });
-    viewer.tracks = tracks;
-    if (!on) showScreen(null);
-  } catch {
-    if (viewer.pc === pc) subscribe(); // Start over with the sections the room has now.
+  const wanted = new Set(wantedExtras());
+  let changed = false;
+  for (const section of viewer.sections.slice(2)) {
+    const direction = wanted.has(section.name) ? "recvonly" : "inactive";
+    if (section.transceiver.direction !== direction) {
+      section.transceiver.direction = direction;
+      changed = true;
+    }
+    wanted.delete(section.name);
+  }
+  for (const name of wanted) {
+    addSection(pc, name);
+    changed = true;
+  }
+  if (!changed) return;
+  viewer.syncing = (async () => {
+    try {
+      const tracks = viewer.sections.map((section) => section.name);
+      await exchangeOverSocket(pc, viewer.socket, "renegotiate", { session_id: session, tracks });
+      viewer.syncFailures = 0;
+      showSections();
+    } catch {
+      // Usually a co-host who left just before our offer arrived: the room's next event corrects the
+      // sections. Should that not happen, try again, and in the end start over.
+      if (viewer.pc !== pc) return;
+      if (++viewer.syncFailures > 2) subscribe();
+      else setTimeout(syncSections, 1000);
+    }
+  })();
+  await viewer.syncing;
+  viewer.syncing = null;
+  if (viewer.resync) {
+    viewer.resync = false;
+    syncSections();
+  }
+}
+
+// Hide what inactive sections showed.
+function showSections() {
+  for (const section of viewer.sections.slice(2)) {
+    const active = section.transceiver.direction === "recvonly";
+    if (section.name === "screen" && !active) showScreen(null);
+    const tile = [...$("feeds").children].find((each) => each.dataset.feed === section.name);
+    if (tile) tile.hidden = !active;
   }
 }
 

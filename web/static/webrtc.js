@@ -60,7 +60,14 @@ export async function newPeerConnection() {
 export async function exchangeOverSocket(pc, socket, event, payload) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc);
-  const ack = await request(socket, event, { ...payload, sdp: pc.localDescription.sdp });
+  let ack;
+  try {
+    ack = await request(socket, event, { ...payload, sdp: pc.localDescription.sdp });
+  } catch (error) {
+    // A refused renegotiation leaves the server's side as it was: so must ours be.
+    if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+    throw error;
+  }
   await pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
   return ack;
 }
