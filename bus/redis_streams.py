@@ -58,7 +58,8 @@ def _entries(response: Any) -> list[tuple[str, dict[str, str]]]:
     return [(str(entry_id), dict(fields)) for entries in streams for entry_id, fields in entries or ()]
 
 
-def _client(url: str, password: str | None, **options: Any) -> Redis:
+def redis_client(url: str, password: str | None, **options: Any) -> Redis:
+    """A client that reports a dead Redis within seconds rather than hanging (the bus, the rate limits)."""
     if password is not None:
         options["password"] = password
     return Redis.from_url(url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -83,9 +84,9 @@ class _StreamSubscription(QueueSubscription):
 
     async def _read(self) -> None:
         bus = self._bus
-        client = _client(bus.url, bus.password, single_connection_client=True,
-                         socket_timeout=bus.block_ms / 1000 + SOCKET_TIMEOUT_SECONDS,
-                         retry=Retry(NoBackoff(), 0))
+        client = redis_client(bus.url, bus.password, single_connection_client=True,
+                              socket_timeout=bus.block_ms / 1000 + SOCKET_TIMEOUT_SECONDS,
+                              retry=Retry(NoBackoff(), 0))
         backoff = bus.min_backoff
         failing = False
         try:
@@ -152,8 +153,8 @@ class RedisStreamBus(Bus):
         self.max_backoff = max_backoff
         # One immediate retry replaces a pooled connection that died with a restarted Redis; a Redis that
         # is really down makes publish raise at once, and the outbox relay backs off and retries.
-        self._client = _client(url, password, socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                               retry=Retry(NoBackoff(), 1))
+        self._client = redis_client(url, password, socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                                    retry=Retry(NoBackoff(), 1))
         self._subscriptions: set[_StreamSubscription] = set()
         # Subscriptions fail and recover together; these keep the log to one line per outage or restart.
         self._readers_failing = False

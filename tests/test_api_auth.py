@@ -10,13 +10,15 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from accounts import issue_access_token, tokens
+from bus import redis_client
 from config import Secrets, Settings, apply_overrides
 from config.secrets import ensure_secret_key
 from store import now_ms
 from tests.api_client import PASSWORD, SECRET, Client, login, make_user
+from tests.servers import RedisServer
 from web.app import build_app
 from web.errors import ApiError
-from web.ratelimit import RateLimiter
+from web.ratelimit import MemoryCounters, RateLimiter, RedisCounters
 
 
 async def test_signup_login_me_refresh_logout(client: Client) -> None:
@@ -108,14 +110,37 @@ async def test_login_is_rate_limited(client: Client) -> None:
 async def test_writes_are_rate_limited_per_account(tmp_path: Path) -> None:
     clock = [0.0]
     settings = apply_overrides(Settings(), {"rate_limits.writes_per_minute": 2}).rate_limits
-    limiter = RateLimiter(lambda: settings, clock=lambda: clock[0])
-    limiter.check("write", "10.0.0.1", 7)
-    limiter.check("write", "10.0.0.2", 7)
+    limiter = RateLimiter(lambda: settings, MemoryCounters(clock=lambda: clock[0]))
+    await limiter.check("write", "10.0.0.1", 7)
+    await limiter.check("write", "10.0.0.2", 7)
     with pytest.raises(ApiError) as refused:
-        limiter.check("write", "10.0.0.3", 7)
+        await limiter.check("write", "10.0.0.3", 7)
     assert refused.value.code == "rate_limited" and refused.value.headers["Retry-After"] == "60"
     clock[0] = 60.0
-    limiter.check("write", "10.0.0.3", 7)
+    await limiter.check("write", "10.0.0.3", 7)
+
+
+@pytest.mark.redis
+async def test_rate_limits_are_shared_through_redis(redis_url: str, redis_server: RedisServer) -> None:
+    """Two nodes count against one limit; with Redis gone each node falls back to its own count."""
+    settings = apply_overrides(Settings(), {"rate_limits.login_per_minute": 3}).rate_limits
+    first, second = (redis_client(redis_url, None) for _ in range(2))
+    nodes = [RateLimiter(lambda: settings, RedisCounters(first)), RateLimiter(lambda: settings, RedisCounters(second))]
+    try:
+        for node in (nodes[0], nodes[1], nodes[0]):
+            await node.check("login", "10.0.0.9", None)
+        with pytest.raises(ApiError) as refused:
+            await nodes[1].check("login", "10.0.0.9", None)
+        assert 55 <= int(refused.value.headers["Retry-After"]) <= 60
+        await nodes[1].check("login", "10.0.0.10", None)  # another address has its own count
+        redis_server.stop()
+        for _ in range(3):
+            await nodes[0].check("login", "10.0.0.11", None)  # counted in memory now
+        with pytest.raises(ApiError):
+            await nodes[0].check("login", "10.0.0.11", None)
+    finally:
+        for client in (first, second):
+            await client.aclose()
 
 
 async def test_first_admin_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import socketio
 from aiohttp import web
 
 from accounts.service import ensure_first_admin
-from bus import OutboxRelay, create_bus
+from bus import OutboxRelay, create_bus, redis_client
 from config.loader import load_settings
 from config.logs import configure_logging
 from config.reload import ConfigHolder, ConfigWatcher, ReloadResult
@@ -41,7 +41,7 @@ from web.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
-from web.ratelimit import RATE_LIMITER, RateLimiter
+from web.ratelimit import RATE_LIMITER, MemoryCounters, RateLimiter, RedisCounters
 from web.runtime import RUNTIME, Runtime
 
 logger = logging.getLogger(__name__)
@@ -97,8 +97,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     jobs = JobRunner(database, runtime.job_handlers, lambda: holder.current.jobs)
     runtime.database, runtime.bus = database, bus
     app[health.READINESS]["database"] = database.ping
+    limits_redis = None
     if settings.redis.url:
         app[health.READINESS]["redis"] = bus.ping
+        limits_redis = redis_client(settings.redis.url, runtime.secrets.redis_password)
+        app[RATE_LIMITER].counters = RedisCounters(limits_redis)  # one count across the nodes
     relay.start()
     jobs.start()
     watch_task = None
@@ -119,6 +122,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await jobs.stop()
         await relay.stop()
         await bus.close()
+        if limits_redis is not None:
+            app[RATE_LIMITER].counters = MemoryCounters()
+            await limits_redis.aclose()
         await database.close()
         logger.info("services stopped")
 

@@ -85,7 +85,7 @@ def _wrap(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamR
                 raise ApiError(403, "forbidden", f"this needs the {operation.access} role")
         limiter = request.app.get(RATE_LIMITER)
         if operation.rate_limit is not None and limiter is not None:
-            limiter.check(operation.rate_limit, request.remote, principal.user_id if principal else None)
+            await limiter.check(operation.rate_limit, request.remote, principal.user_id if principal else None)
         args: list[Any] = [request]
         if operation.body is not None:
             args.append(await parse_body(request, operation.body))
