@@ -34,6 +34,7 @@ from media import forwarding
 from media.api import MediaError, MediaEvent, SessionAnswer
 from media.codecs import FORWARDABLE
 from media.hub import TrackHub, ViewerLeg
+from media.tap import Taps
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class MediaService:
         self._sessions: dict[str, PublisherSession | ViewerSession] = {}
         self._configured = False
         self._report_task: asyncio.Task[None] | None = None
+        self.taps = Taps()
 
     def _configure(self) -> None:
         if not self._configured:
@@ -283,7 +285,15 @@ class MediaService:
             await self.close_session(session_id)
         self._drop_room(current)
 
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        current = self.rooms.get(room)
+        return self.taps.open(room, current.outputs if current is not None else None, tap_id, host, port)
+
+    async def close_tap(self, tap_id: str) -> bool:
+        return self.taps.close(tap_id)
+
     def _drop_room(self, room: Room) -> None:
+        self.taps.room_ended(room.name)
         for output in room.outputs.values():
             output.close()
         if self.rooms.get(room.name) is room:
@@ -321,6 +331,7 @@ class MediaService:
                 await self._report_task
         for session_id in list(self._sessions):
             await self.close_session(session_id)
+        self.taps.close_all()
 
     def _announce(self, description: RTCSessionDescription) -> str:
         return forwarding.announce_public_address(description.sdp, self.settings.ice.public_address)
