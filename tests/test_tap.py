@@ -6,26 +6,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 from aiortc import RTCPeerConnection
 
-from media.api import MediaError, MediaEvent
+from media.api import MediaError
 from media.codecs import VP8
 from media.rooms import MediaService
 from media.tap import CODECS, KINDS, TAP_HEADER, TAP_MAGIC, TAP_VERSION
-from tests.media_peers import CounterTrack, answer, media_settings, offer
+from tests.media_peers import CounterTrack, answer, offer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[MediaService]:
-    events: list[MediaEvent] = []
-    media = MediaService(media_settings(), events.append)
-    yield media
-    await media.close()
 
 
 async def _publish(service: MediaService, room: str, session_id: str) -> RTCPeerConnection:
