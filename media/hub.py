@@ -150,7 +150,7 @@ class TrackHub:
         sent = 0
         for leg in self.legs:
             if leg.waiting_for_keyframe:
-                if not keyframe or index < self._index:
+                if (self.is_video and not keyframe) or index < self._index:  # audio legs start anywhere
                     continue
                 leg.waiting_for_keyframe = False
                 leg.offset = (leg.initial_sequence - index) & 0xFFFF

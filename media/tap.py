@@ -82,11 +82,14 @@ class Taps:
         self._taps: dict[str, Tap] = {}
 
     def open(self, room: str, outputs: dict[str, TrackHub] | None, tap_id: str, host: str, port: str) -> list[str]:
-        """Start copying `room`'s outputs to host:port (replacing an earlier tap of the same id); returns the
-        codecs. MediaError 404 "not_live" when the room has no outputs."""
+        """Start copying `room`'s outputs to host:port (replacing an earlier tap of the same id unless it
+        already does just that); returns the codecs. MediaError 404 "not_live" when the room has no outputs."""
         address = _loopback(host, port)
         if not outputs:
             raise MediaError("not_live", f"room {room!r} is not live", 404)
+        existing = self._taps.get(tap_id)
+        if existing is not None and existing.address == address and existing.hubs == outputs:
+            return [hub.mime_type for hub in outputs.values()]  # already there: the stream stays unbroken
         self.close(tap_id)
         if sum(1 for tap in self._taps.values() if tap.room == room) >= MAX_TAPS_PER_ROOM:
             raise MediaError("too_many_taps", f"room {room!r} already has {MAX_TAPS_PER_ROOM} taps", 409)

@@ -43,6 +43,8 @@ from transcode.timeline import Timeline
 logger = logging.getLogger("transcode.packager")  # not __name__: that is "__main__" under -m
 
 POSTER_WIDTH = 640
+AUDIO_WAIT = 2.0
+"""Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
@@ -78,6 +80,10 @@ class Packager:
         self.aac: OpusToAac | None = None
         self.started = False
         """Whether this epoch's muxers are running (they start on its first keyframe)."""
+        self.audio_epoch: int | None = None
+        """The last epoch audio arrived in."""
+        self.first_video: float | None = None
+        """Output time of this epoch's first video frame."""
         self.packets = 0
         self.bad_packets = 0
         self._next_poster = 0.0
@@ -105,6 +111,7 @@ class Packager:
         logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
         self.epoch = packet.epoch
         self.started = False
+        self.first_video = None
         if self.live is not None:
             self.live.finish_muxer()
         self.assembler = None
@@ -127,8 +134,12 @@ class Packager:
         params = self.h264.current
         if params is None or (not self.started and not video.keyframe):
             return
+        if self.first_video is None:
+            self.first_video = video.seconds
+        if not self.started and self.audio_epoch != self.epoch and video.seconds - self.first_video < AUDIO_WAIT:
+            return  # its audio may be a moment behind: give it until a later keyframe
         if not self.started or params_changed:
-            audio = self.aac.extradata if self.aac is not None else None
+            audio = self.aac.extradata if self.aac is not None and self.audio_epoch == self.epoch else None
             if self.live is not None:
                 self.live.start(params, audio)
             if self.config.recording and self.recording is None:
@@ -142,6 +153,7 @@ class Packager:
 
     def _audio(self, packet: TapPacket) -> None:
         self.aac = self.aac or OpusToAac()
+        self.audio_epoch = packet.epoch
         seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
         for data, pts in self.aac.transcode(packet.payload, seconds):
             for muxer in self._muxers():
