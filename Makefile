@@ -7,12 +7,23 @@ PIP := $(VENV)/bin/pip
 # Debian packages the test suite drives for real.
 TEST_DEBS := ffmpeg redis-server postgresql chromium coturn iproute2 util-linux procps
 
+# hls.js for the player's HLS fallback, pinned; fetched from the npm registry once (nothing when present).
+HLS_JS_VERSION := 1.7.4
+HLS_JS := web/static/vendor/hls.min.js
+HLS_JS_STAMP := web/static/vendor/.hls.js-$(HLS_JS_VERSION)
+
 .PHONY: run test lint typecheck pytest system-deps clean
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(HLS_JS_STAMP)
 	$(PY) run_server.py $(ARGS)
 
-test: system-deps $(VENV)/.installed-test lint typecheck pytest
+test: system-deps $(VENV)/.installed-test $(HLS_JS_STAMP) lint typecheck pytest
+
+$(HLS_JS_STAMP):
+	npm install --prefix build/npm --no-save --no-package-lock --no-audit --no-fund hls.js@$(HLS_JS_VERSION)
+	mkdir -p $(dir $(HLS_JS))
+	cp build/npm/node_modules/hls.js/dist/hls.min.js $(HLS_JS)
+	touch $@
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
