@@ -156,7 +156,7 @@ class OpusToAac:
         self.encoder.sample_rate = AUDIO_RATE
         self.encoder.layout = "stereo"
         self.encoder.format = "fltp"
-        self.encoder.bit_rate = 128_000
+        self.encoder.bit_rate = 96_000
         self.encoder.time_base = fractions.Fraction(1, AUDIO_RATE)
         self.encoder.flags |= av.codec.context.Flags.global_header
         self.encoder.open()

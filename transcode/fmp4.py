@@ -115,41 +115,60 @@ class Fragment:
 
 @dataclass
 class Splitter:
-    """Cuts a growing fMP4 byte stream into its init segment and fragments as their bytes complete."""
+    """Cuts a growing fMP4 byte stream into its init segment and fragments as their bytes complete. Each
+    byte is looked at once: box headers give the sizes, so a large `mdat` is waited for, not re-scanned."""
 
     init: bytes | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _consumed: int = 0
+    """Stream offset of _buffer[0]."""
+    _scan: int = 0
+    """Where the next unread top-level box starts in _buffer."""
+    _moof: Box | None = None
     _scales: dict[int, int] = field(default_factory=dict)
 
     def feed(self, data: bytes) -> list[Fragment]:
         self._buffer += data
         out: list[Fragment] = []
-        data_view = bytes(self._buffer)
-        used = 0
-        pending_moof: Box | None = None
-        for box in boxes(data_view):
+        while True:
+            box = self._next_box()
+            if box is None:
+                break
+            self._scan = box.start + box.size
             if self.init is None:
                 if box.type == b"moov":
-                    self.init = data_view[:box.start + box.size]
+                    self.init = bytes(self._buffer[:self._scan])
                     self._scales = timescales(self.init)
-                    used = box.start + box.size
-                continue
-            if box.type == b"moof":
-                pending_moof = box
-            elif box.type == b"mdat" and pending_moof is not None:
-                end = box.start + box.size
-                out.append(self._fragment(data_view, pending_moof, used, end))
-                used, pending_moof = end, None
-        del self._buffer[:used]
-        self._consumed += used
+                    self._drop(self._scan)
+            elif box.type == b"moof":
+                self._moof = box
+            elif box.type == b"mdat" and self._moof is not None:
+                out.append(self._fragment(self._moof, self._scan))
+                self._moof = None
+                self._drop(self._scan)
         return out
 
-    def _fragment(self, data: bytes, moof: Box, start: int, end: int) -> Fragment:
+    def _next_box(self) -> Box | None:
+        if len(self._buffer) - self._scan < 16:
+            return None
+        size, kind = struct.unpack_from("!I4s", self._buffer, self._scan)
+        if size == 1:
+            size = struct.unpack_from("!Q", self._buffer, self._scan + 8)[0]
+        if size < 8 or self._scan + size > len(self._buffer):
+            return None
+        return Box(kind, self._scan, size)
+
+    def _drop(self, end: int) -> None:
+        del self._buffer[:end]
+        self._consumed += end
+        self._scan -= end
+
+    def _fragment(self, moof: Box, end: int) -> Fragment:
+        data = bytes(self._buffer[:end])
         runs = fragment_runs(moof.body(data))
         first = min(runs, key=lambda run: run.track_id)
         scale = self._scales.get(first.track_id, 1) or 1
-        return Fragment(data[start:end], first.start / scale, first.duration / scale, self._consumed + start)
+        return Fragment(data, first.start / scale, first.duration / scale, self._consumed)
 
 
 def split_file(data: bytes) -> tuple[bytes, list[Fragment]]:
