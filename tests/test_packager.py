@@ -15,6 +15,7 @@ import numpy as np
 from aiortc.codecs.h264 import H264Encoder
 
 from media.tap import CODECS, KINDS, TAP_HEADER, TAP_MAGIC, TAP_VERSION
+from transcode.output import Recording
 from transcode.packager import Packager, PackagerConfig
 
 FPS = 30
@@ -128,3 +129,13 @@ def test_playlists_discontinuity_window_and_sync(tmp_path: Path) -> None:
     assert abs(float(streams["h264"]["start_time"]) - float(streams["aac"]["start_time"])) < 0.05
     assert abs(float(streams["h264"]["duration"]) - float(streams["aac"]["duration"])) < 0.15
     assert float(streams["h264"]["duration"]) > 8
+
+
+def test_a_restarted_packager_keeps_the_earlier_part_of_the_recording(tmp_path: Path) -> None:
+    path = tmp_path / "shop" / "7.mp4"
+    Recording(path, 1000)
+    path.write_bytes(b"earlier")
+    Recording(path, 2000)
+    assert (tmp_path / "shop" / "7.part1.mp4").read_bytes() == b"earlier"
+    assert json.loads((tmp_path / "shop" / "7.part1.json").read_text()) == {"origin_ms": 1000}
+    assert json.loads((tmp_path / "shop" / "7.json").read_text()) == {"origin_ms": 2000}

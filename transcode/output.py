@@ -6,6 +6,7 @@ Files are written atomically (temporary file, then rename), so the web process n
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import json
 import logging
@@ -208,6 +209,12 @@ class Recording:
 
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # a packager restarted mid-show: keep what the last one wrote, as a part
+            part = next(self.path.with_suffix(f".part{n}.mp4") for n in range(1, 10_000)
+                        if not self.path.with_suffix(f".part{n}.mp4").exists())
+            os.replace(self.path, part)
+            with contextlib.suppress(OSError):
+                os.replace(self.path.with_suffix(".json"), part.with_suffix(".json"))
         write_atomic(self.path.with_suffix(".json"), json.dumps({"origin_ms": self.origin_ms}).encode())
 
     def start(self, video: VideoParams, audio_extradata: bytes | None, segment_seconds: float) -> Muxer:

@@ -83,6 +83,7 @@ class HlsService:
     async def _start(self, room: str, show_id: int) -> None:
         settings = self.settings()
         self.ended.pop(room, None)
+        self._clear_stale()
         if settings.recordings.enabled:
             await asyncio.to_thread(sweep, settings.recordings.directory, settings.recordings.retention_days)
         config = PackagerConfig(
@@ -151,6 +152,14 @@ class HlsService:
         self.ended[room] = live.show_id
         linger = self.settings().hls.segment_seconds * self.settings().hls.window_segments * 2
         asyncio.get_running_loop().call_later(linger, self._forget, room, live.show_id)
+
+    def _clear_stale(self) -> None:
+        """Live directories nobody serves any more (an earlier run of the server left them)."""
+        root = Path(self.settings().hls.directory)
+        if root.is_dir():
+            for directory in root.iterdir():
+                if directory.name not in self.rooms and directory.name not in self.ended:
+                    shutil.rmtree(directory, ignore_errors=True)
 
     def _forget(self, room: str, show_id: int) -> None:
         if self.ended.get(room) == show_id and room not in self.rooms:
