@@ -86,8 +86,10 @@ class PackagerProcess:
 async def _end(process: asyncio.subprocess.Process) -> None:
     for signum, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, None)):
         if process.returncode is not None:
-            return
+            break
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signum)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), grace)
+    if process.stdin is not None:
+        process.stdin.close()  # the last open pipe: the transport closes with it, not later in a finaliser

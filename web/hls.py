@@ -47,6 +47,7 @@ class HlsService:
     ended: dict[str, int] = field(default_factory=dict)
     """Rooms whose show ended lately → that show's id (their HLS is still served, with EXT-X-ENDLIST)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _closed: bool = False
 
     def room_directory(self, room: str) -> Path:
         return Path(self.settings().hls.directory) / room
@@ -67,6 +68,8 @@ class HlsService:
         if not settings.hls.enabled and not settings.recordings.enabled:
             return
         async with self._locks.setdefault(room, asyncio.Lock()):
+            if self._closed:
+                return
             show_id = await self._live_show(room)
             current = self.rooms.get(room)
             if current is not None and current.show_id != show_id:
@@ -167,8 +170,10 @@ class HlsService:
             shutil.rmtree(self.room_directory(room), ignore_errors=True)
 
     async def close(self) -> None:
-        """Server stop: every live playlist ends and every recording is finalised."""
-        await asyncio.gather(*(self.stop(room) for room in list(self.rooms)))
+        """Server stop: every live playlist ends and every recording is finalised; a start under way
+        finishes first (it holds its room's lock), later ones do nothing."""
+        self._closed = True
+        await asyncio.gather(*(self.stop(room) for room in list(self._locks)))
 
 
 def tap_id(room: str) -> str:

@@ -30,10 +30,11 @@ function say(text) {
   element.hidden = !text;
 }
 
+// Live and not over: a media playlist without EXT-X-ENDLIST.
 async function hlsIsLive() {
   try {
-    const response = await fetch(source, { method: "GET", cache: "no-store" });
-    return response.ok;
+    const response = await fetch(source.replace("index.m3u8", "media.m3u8"), { cache: "no-store" });
+    return response.ok && !(await response.text()).includes("#EXT-X-ENDLIST");
   } catch {
     return false;
   }
@@ -77,7 +78,9 @@ function stopHls(message = "") {
 
 async function check() {
   const webrtcPlaying = player.dataset.state === "playing" && video.srcObject !== null;
-  if (webrtcPlaying) {
+  // Nothing to fall back to before the show (live.js waits for it) or after it ended.
+  const notLive = player.dataset.state === "not-live";
+  if (webrtcPlaying || notLive) {
     state.notPlayingSince = Date.now();
     if (state.active) stopHls();
     return;
