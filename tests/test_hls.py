@@ -21,6 +21,7 @@ from tests.api_client import SECRET, Client
 from tests.media_peers import HEIGHT, WIDTH, CounterTrack, answer, offer, veth_address
 from tests.test_whip_whep import _host, _whip
 from web.app import build_app
+from web.middleware import CONFIG
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -141,7 +142,16 @@ async def test_vp8_is_transcoded_to_h264(edge: Client) -> None:
     await asyncio.to_thread(_decodes_cleanly, base + "media.m3u8", 3)
     poster = await edge.get("/hls/ann/poster.jpg")
     assert poster.status == 200 and (await poster.read())[:2] == b"\xff\xd8"
+    # The server stops mid-show: the live playlist ends and the recording is finalised, both playable.
+    settings = edge.server.app[CONFIG].current
+    show = (await (await edge.get("/api/shows?status=live")).json())["shows"][0]
+    await edge.close()
     await publisher.close()
+    assert (Path(settings.hls.directory) / "ann" / "media.m3u8").read_text().endswith("#EXT-X-ENDLIST\n")
+    recording = Path(settings.recordings.directory) / "ann" / f"{show['id']}.mp4"
+    streams = await asyncio.to_thread(_probe, str(recording))
+    assert sorted(str(s["codec_name"]) for s in streams) == ["aac", "h264"]
+    await asyncio.to_thread(_decodes_cleanly, str(recording))
 
 
 async def test_bad_requests_get_clean_errors(edge: Client) -> None:

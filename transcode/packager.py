@@ -46,6 +46,9 @@ POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
 """Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
+BATCH_SECONDS = 0.02
+"""Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
+(HLS latency is counted in segments; the socket buffer holds far more than this)."""
 
 
 class PackagerConfig(BaseModel):
@@ -215,11 +218,12 @@ def serve(config: PackagerConfig, sock: socket.socket, stop: list[bool]) -> None
                 break  # the web process went away
             if sock not in ready:
                 continue
-            for _ in range(256):
+            for _ in range(1024):
                 try:
                     packager.handle(sock.recv(65536))
                 except BlockingIOError:
                     break
+            time.sleep(BATCH_SECONDS)
     finally:
         packager.close()
 
