@@ -23,16 +23,16 @@ WIDTH, HEIGHT = 320, 240
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
-def _video(seconds: float) -> list[tuple[bytes, bool]]:
+def _video(seconds: float, width: int = WIDTH, height: int = HEIGHT) -> list[tuple[bytes, bool]]:
     encoder = av.CodecContext.create("libx264", "w")
     assert isinstance(encoder, av.VideoCodecContext)
-    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
     encoder.time_base = fractions.Fraction(1, FPS)
     encoder.gop_size = FPS  # a keyframe every second, as the keyframe cadence would ask
     encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "repeat-headers": "1"}
     frames = []
     for index in range(int(seconds * FPS)):
-        image = np.full((HEIGHT, WIDTH, 3), index % 256, dtype=np.uint8)
+        image = np.full((height, width, 3), index % 256, dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
         frame.pts = index
         frames += [(bytes(packet), packet.is_keyframe) for packet in encoder.encode(frame)]
@@ -62,7 +62,8 @@ def _datagram(kind: str, codec: str, epoch: int, arrival_ns: int, sequence: int,
 
 def _tap_stream(video: list[tuple[bytes, bool]], audio: list[bytes], epoch: int, offset_s: float,
                 sequences: dict[str, int]) -> list[tuple[int, bytes]]:
-    """(arrival ns, datagram) of media starting `offset_s` after START_NS, sequence numbers continuing."""
+    """(arrival ns, datagram) of media starting `offset_s` after START_NS, sequence numbers and RTP clocks
+    continuing as a hub keeps them."""
     packer = H264Encoder()
     out = []
     for index, (frame, _key) in enumerate(video):
@@ -73,12 +74,13 @@ def _tap_stream(video: list[tuple[bytes, bool]], audio: list[bytes], epoch: int,
         for number, payload in enumerate(payloads):
             sequences["video"] += 1
             out.append((arrival, _datagram("video", "video/h264", epoch, arrival, sequences["video"],
-                                           timestamp + 90000 * epoch, number == len(payloads) - 1, payload)))
+                                           timestamp + round(offset_s * 90000), number == len(payloads) - 1,
+                                           payload)))
     for index, packet_bytes in enumerate(audio):
         arrival = START_NS + int((offset_s + index * 0.02) * 1e9)
         sequences["audio"] += 1
-        out.append((arrival, _datagram("audio", "audio/opus", epoch, arrival, sequences["audio"], index * 960,
-                                       False, packet_bytes)))
+        out.append((arrival, _datagram("audio", "audio/opus", epoch, arrival, sequences["audio"],
+                                       index * 960 + round(offset_s * 48000), False, packet_bytes)))
     return sorted(out, key=lambda item: item[0])
 
 
@@ -139,3 +141,18 @@ def test_a_restarted_packager_keeps_the_earlier_part_of_the_recording(tmp_path: 
     assert (tmp_path / "shop" / "7.part1.mp4").read_bytes() == b"earlier"
     assert json.loads((tmp_path / "shop" / "7.part1.json").read_text()) == {"origin_ms": 1000}
     assert json.loads((tmp_path / "shop" / "7.json").read_text()) == {"origin_ms": 2000}
+
+
+def test_a_resolution_change_starts_a_new_init_segment_after_a_discontinuity(tmp_path: Path) -> None:
+    config = PackagerConfig(room="shop", show_id=8, hls_directory=str(tmp_path / "hls"), recording="",
+                            segment_seconds=1.0, window_segments=6)
+    packager = Packager(config)
+    sequences = {"video": 0, "audio": 0}
+    small = _tap_stream(_video(2), _audio(2), 1, 0.0, sequences)
+    large = _tap_stream(_video(3, 640, 360), _audio(3), 1, 2.0, sequences)  # same source, same epoch
+    for _arrival, datagram in [*small, *large]:
+        packager.handle(datagram)
+    packager.close()
+    playlist = (tmp_path / "hls" / "media.m3u8").read_text()
+    assert playlist.count("#EXT-X-DISCONTINUITY\n") == 1 and '#EXT-X-MAP:URI="init-2.mp4"' in playlist, playlist
+    assert "RESOLUTION=640x360" in (tmp_path / "hls" / "index.m3u8").read_text()
