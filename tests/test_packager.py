@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fractions
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiortc.codecs.h264 import H264Encoder
 from media.tap import CODECS, KINDS, TAP_HEADER, TAP_MAGIC, TAP_VERSION
 from transcode.output import Recording
 from transcode.packager import Packager, PackagerConfig
+from transcode.recordings import sweep
 
 FPS = 30
 WIDTH, HEIGHT = 320, 240
@@ -156,3 +158,16 @@ def test_a_resolution_change_starts_a_new_init_segment_after_a_discontinuity(tmp
     playlist = (tmp_path / "hls" / "media.m3u8").read_text()
     assert playlist.count("#EXT-X-DISCONTINUITY\n") == 1 and '#EXT-X-MAP:URI="init-2.mp4"' in playlist, playlist
     assert "RESOLUTION=640x360" in (tmp_path / "hls" / "index.m3u8").read_text()
+
+
+def test_recordings_older_than_the_retention_are_swept(tmp_path: Path) -> None:
+    old, new = tmp_path / "shop" / "1.mp4", tmp_path / "shop" / "2.mp4"
+    old.parent.mkdir()
+    for path in (old, old.with_suffix(".json"), new):
+        path.write_bytes(b"x")
+    day = 86_400
+    os.utime(old, (0, 1_000_000_000 - 31 * day))
+    os.utime(old.with_suffix(".json"), (0, 1_000_000_000 - 31 * day))
+    assert sweep(str(tmp_path), 30, now=1_000_000_000) == 1
+    assert sorted(path.name for path in old.parent.iterdir()) == ["2.mp4"]
+    assert sweep(str(tmp_path), 0, now=2_000_000_000) == 0  # 0 keeps them forever

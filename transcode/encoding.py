@@ -13,6 +13,8 @@ import av.error
 from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
 
+from transcode.playlist import avc1_codec
+
 logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
@@ -84,7 +86,7 @@ class H264Params:
         if frame is None:
             return None
         sps = next(unit for unit in nal_units(sets) if unit[0] & 0x1F == 7)
-        self.current = VideoParams(frame.width, frame.height, sets, f"avc1.{sps[1]:02x}{sps[2]:02x}{sps[3]:02x}")
+        self.current = VideoParams(frame.width, frame.height, sets, avc1_codec(sps))
         return frame
 
 
