@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, expect
 from media.codecs import H264_CONSTRAINED_BASELINE
 from tests import test_pages_browser
 from tests.media_peers import CounterTrack, offer
-from tests.server_process import ServerProcess
+from tests.server_process import ROOT, ServerProcess
 from tests.test_pages_browser import (
     HOST_EMAIL,
     HOST_PASSWORD,
@@ -33,6 +33,7 @@ from tests.test_pages_browser import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+HLS_JS = ROOT / "web" / "static" / "vendor" / "hls.min.js"
 server = test_pages_browser.server
 browser = test_pages_browser.browser
 
@@ -127,6 +128,7 @@ async def _scenario(browser: Browser, server: ServerProcess, problems: Problems)
 
 
 async def test_viewer_without_webrtc_plays_hls_and_the_recording(browser: Browser, server: ServerProcess) -> None:
+    assert HLS_JS.is_file(), f"{HLS_JS} is missing: `make web/static/vendor/.hls.js-1.7.4` installs it (make test does)"
     problems = Problems()
     try:
         async with asyncio.timeout(100):

@@ -46,7 +46,7 @@ POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
 """Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
-BATCH_SECONDS = 0.02
+BATCH_SECONDS = 0.1
 """Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
 (HLS latency is counted in segments; the socket buffer holds far more than this)."""
 
