@@ -248,6 +248,7 @@ def _report(rooms: list[Room], measured: dict[str, int], seconds: float, segment
         "remux_to_transcode_cpu_video_only": round(video_ratio, 4) if video_ratio is not None else None,
         "cpu_ratio_target": CPU_RATIO_TARGET,
         "cpu_ratio_ok": ratio is not None and ratio <= CPU_RATIO_TARGET,
+        "cpu_ratio_video_only_ok": video_ratio is not None and video_ratio <= CPU_RATIO_TARGET,
     }
 
 
