@@ -7,9 +7,10 @@ PIP := $(VENV)/bin/pip
 # Debian packages the test suite drives for real.
 TEST_DEBS := ffmpeg redis-server postgresql chromium coturn iproute2 util-linux procps
 
-# Browser libraries the pages load, pinned in web/package-lock.json, copied out of web/node_modules.
+# Browser libraries the pages load (socket.io-client; hls.js for the player's HLS fallback), pinned in
+# web/package-lock.json and copied out of web/node_modules.
 VENDOR := web/static/vendor
-WEB_LIBS := $(VENDOR)/socket.io.esm.min.js
+WEB_LIBS := $(VENDOR)/socket.io.esm.min.js $(VENDOR)/hls.min.js
 
 .PHONY: run test lint typecheck pytest system-deps node clean
 
@@ -51,6 +52,10 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json | no
 $(VENDOR)/socket.io.esm.min.js: web/node_modules/.package-lock.json
 	mkdir -p $(VENDOR)
 	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js $@
+
+$(VENDOR)/hls.min.js: web/node_modules/.package-lock.json
+	mkdir -p $(VENDOR)
+	cp web/node_modules/hls.js/dist/hls.min.js $@
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

@@ -48,10 +48,14 @@ class ServerSettings(Section):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        for origin in value:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or '*'")
-        return value
+        return check_origins(value)
+
+
+def check_origins(value: list[str]) -> list[str]:
+    for origin in value:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or '*'")
+    return value
 
 
 class DatabaseSettings(Section):
@@ -158,6 +162,19 @@ class HlsSettings(Section):
     segment_seconds: float = Field(2.0, ge=0.5, le=30)
     window_segments: int = Field(6, ge=2, le=100)
     directory: str = "data/hls"
+    poster_seconds: float = Field(10.0, ge=1, le=3600)
+    cors_origins: list[str] = live(["*"])
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return check_origins(value)
+
+
+class RecordingsSettings(Section):
+    enabled: bool = True
+    directory: str = "data/recordings"
+    retention_days: int = live(30, ge=0, le=36_500)
 
 
 class CommerceSettings(Section):
@@ -216,6 +233,7 @@ class Settings(Section):
     jobs: JobsSettings = JobsSettings()
     media: MediaSettings = MediaSettings()
     hls: HlsSettings = HlsSettings()
+    recordings: RecordingsSettings = RecordingsSettings()
     commerce: CommerceSettings = CommerceSettings()
     payments: PaymentsSettings = PaymentsSettings()
     auth: AuthSettings = AuthSettings()

@@ -84,6 +84,15 @@ class MediaControl(Protocol):
         """Ask the program feed for a keyframe every `seconds` ("0": off), for keyframe-cut consumers."""
         ...
 
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        """Copy the room's output RTP to UDP host:port on loopback (see media/tap.py), asking for a keyframe;
+        returns the codecs. Opening `tap_id` again replaces it. MediaError 404 "not_live" without outputs."""
+        ...
+
+    async def close_tap(self, tap_id: str) -> bool:
+        """Stop a tap; False when it did not exist (taps also end with their room)."""
+        ...
+
     async def end_room(self, room: str) -> None:
         """The show is over: close every publisher and viewer session of the room."""
         ...

@@ -19,6 +19,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "set_program_feed": ("room", "session_id"),
     "set_keyframe_cadence": ("room", "seconds"),
     "end_room": ("room",),
+    "open_tap": ("room", "tap_id", "host", "port"),
+    "close_tap": ("tap_id",),
     "stats": (),
 }
 """Method name → its parameters, every one a string."""
@@ -58,6 +60,10 @@ async def dispatch(service: MediaControl, method: str, params: dict[str, Any]) -
         case "end_room":
             await service.end_room(params["room"])
             return None
+        case "open_tap":
+            return await service.open_tap(params["room"], params["tap_id"], params["host"], params["port"])
+        case "close_tap":
+            return await service.close_tap(params["tap_id"])
         case _:
             return await service.stats()
 
@@ -102,6 +108,18 @@ class RemoteMedia(ABC):
 
     async def end_room(self, room: str) -> None:
         await self.call("end_room", {"room": room})
+
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        result = await self.call("open_tap", {"room": room, "tap_id": tap_id, "host": host, "port": port})
+        if not isinstance(result, list) or not all(isinstance(codec, str) for codec in result):
+            raise _bad_response("open_tap")
+        return result
+
+    async def close_tap(self, tap_id: str) -> bool:
+        result = await self.call("close_tap", {"tap_id": tap_id})
+        if not isinstance(result, bool):
+            raise _bad_response("close_tap")
+        return result
 
     async def stats(self) -> dict[str, Any]:
         result = await self.call("stats", {})

@@ -161,7 +161,7 @@ class TrackHub:
         send_time = int(now * 262144) & 0xFFFFFF  # abs-send-time: seconds in 6.18 fixed point, 24 bits
         for leg in self.legs:
             if leg.waiting_for_keyframe:
-                if not keyframe or index < self._index:
+                if (self.is_video and not keyframe) or index < self._index:  # audio legs start anywhere
                     continue
                 leg.waiting_for_keyframe = False
                 leg.offset = (leg.initial_sequence - index) & 0xFFFF

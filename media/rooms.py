@@ -37,10 +37,12 @@ from media.api import MediaError, MediaEvent, SessionAnswer
 from media.codecs import FORWARDABLE
 from media.hub import TrackHub, ViewerLeg
 from media.sections import Section, offered_sections, parse_feed
+from media.tap import Taps
 
 logger = logging.getLogger(__name__)
 
 SENDER_REPORT_SYNC_SECONDS = 1.0
+TAPPED = ("audio", "video")
 BANDWIDTH_PERCENTILE = 0.1
 """The publisher is asked for what nine in ten of a track's viewers can take (never below the floor), so one
 viewer on a bad link does not lower the picture for everyone."""
@@ -134,6 +136,7 @@ class MediaService:
         self._sessions: dict[str, PublisherSession | ViewerSession] = {}
         self._configured = False
         self._report_task: asyncio.Task[None] | None = None
+        self.taps = Taps()
 
     def _configure(self) -> None:
         if not self._configured:
@@ -425,7 +428,17 @@ class MediaService:
             await self.close_session(session_id)
         self._drop_room(current)
 
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        """Taps carry the program's camera and sound (what HLS and recordings show), not a screen share."""
+        current = self.rooms.get(room)
+        outputs = {name: hub for name, hub in current.outputs.items() if name in TAPPED} if current else None
+        return self.taps.open(room, outputs, tap_id, host, port)
+
+    async def close_tap(self, tap_id: str) -> bool:
+        return self.taps.close(tap_id)
+
     def _drop_room(self, room: Room) -> None:
+        self.taps.room_ended(room.name)
         for output in room.outputs.values():
             output.close()
         if self.rooms.get(room.name) is room:
@@ -463,6 +476,7 @@ class MediaService:
                 await self._report_task
         for session_id in list(self._sessions):
             await self.close_session(session_id)
+        self.taps.close_all()
 
     def _announce(self, description: RTCSessionDescription) -> str:
         return forwarding.announce_public_address(description.sdp, self.settings.ice.public_address)

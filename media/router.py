@@ -27,6 +27,7 @@ class MediaRouter:
         self.workers = list(workers)
         self._subscribers = Subscribers()
         self._session_worker: dict[str, MediaSupervisor] = {}
+        self._tap_worker: dict[str, MediaSupervisor] = {}
         for worker in self.workers:
             worker.subscribe(self._forward(worker))
 
@@ -88,6 +89,15 @@ class MediaRouter:
 
     async def end_room(self, room: str) -> None:
         await self.worker_for(room).end_room(room)
+
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        codecs = await self.worker_for(room).open_tap(room, tap_id, host, port)
+        self._tap_worker[tap_id] = self.worker_for(room)
+        return codecs
+
+    async def close_tap(self, tap_id: str) -> bool:
+        worker = self._tap_worker.pop(tap_id, None)
+        return await worker.close_tap(tap_id) if worker is not None else False
 
     async def stats(self) -> dict[str, Any]:
         """Every worker's counters merged: rooms are disjoint across workers, totals add up."""

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from subprocess import DEVNULL
@@ -35,6 +36,29 @@ BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Seconds before restart number n of a worker that keeps dying young."""
 STABLE_AFTER = 30.0
 """A worker that lived this long died of something new: restart it at once again."""
+
+
+class Backoff:
+    """Restart delays for a child process: growing while it keeps dying young, reset once one lived long."""
+
+    def __init__(self) -> None:
+        self._young_deaths = 0
+        self._began = 0.0
+
+    def started(self) -> None:
+        self._began = time.monotonic()
+
+    def delay(self) -> float:
+        """Seconds to wait before the next start, the last one having just ended."""
+        self._young_deaths = 0 if time.monotonic() - self._began >= STABLE_AFTER else self._young_deaths + 1
+        return BACKOFF[min(self._young_deaths, len(BACKOFF) - 1)]
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a Python child process of the server (media worker, HLS packager)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 class MediaSupervisor(RemoteMedia):
@@ -152,10 +176,9 @@ class MediaSupervisor(RemoteMedia):
                           "again", 503)
 
     async def _supervise(self) -> None:
-        loop = asyncio.get_running_loop()
-        young_deaths = 0
+        backoff = Backoff()
         while not self._stopping.is_set():
-            began = loop.time()
+            backoff.started()
             try:
                 process = await self._incarnation()
                 self.last_exit_code = process.returncode if process is not None else None
@@ -163,8 +186,7 @@ class MediaSupervisor(RemoteMedia):
                 logger.exception("media worker supervision failed", extra={"worker": self.index})
             if self._stopping.is_set():
                 return
-            young_deaths = 0 if loop.time() - began >= STABLE_AFTER else young_deaths + 1
-            delay = BACKOFF[min(young_deaths, len(BACKOFF) - 1)]
+            delay = backoff.delay()
             logger.error("media worker exited; restarting it", extra={
                 "worker": self.index, "exit_code": self.last_exit_code, "restart_in_seconds": delay})
             await self._until_stopped(asyncio.sleep(delay))
@@ -230,9 +252,7 @@ class MediaSupervisor(RemoteMedia):
 
     @staticmethod
     def _env() -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        return env
+        return child_environment()
 
     def _detach(self, client: MediaClient) -> None:
         """Calls stop going to `client` the moment its connection is found closed."""

@@ -18,7 +18,7 @@ from config.schema import DatabaseSettings  # noqa: E402
 from store import Database, migrate  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
 
-pytest_plugins = ["tests.api_client"]
+pytest_plugins = ["tests.api_client", "tests.media_peers"]
 
 
 @pytest.fixture(autouse=True)

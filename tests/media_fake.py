@@ -68,6 +68,12 @@ class FakeMediaService:
     async def set_keyframe_cadence(self, room: str, seconds: str) -> None:
         return None
 
+    async def open_tap(self, room: str, tap_id: str, host: str, port: str) -> list[str]:
+        return ["video/VP8"]
+
+    async def close_tap(self, tap_id: str) -> bool:
+        return False
+
     async def stats(self) -> dict[str, Any]:
         rooms: dict[str, Any] = {}
         for room in self.sessions.values():

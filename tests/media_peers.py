@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from config.schema import IceSettings, MediaSettings
+from media.api import MediaEvent
+from media.rooms import MediaService
 
 BITS = 16
 BLOCK = 16
@@ -28,6 +32,15 @@ def veth_address() -> str:
 
 def media_settings() -> MediaSettings:
     return MediaSettings(ice=IceSettings(host_addresses=[veth_address()]))
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[MediaService]:
+    """An in-process MediaService on the test addresses, closed after the test."""
+    events: list[MediaEvent] = []
+    media = MediaService(media_settings(), events.append)
+    yield media
+    await media.close()
 
 
 class CounterTrack(VideoStreamTrack):

@@ -9,7 +9,7 @@ import functools
 import os
 import random
 import statistics
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -23,14 +23,6 @@ from media.rooms import MediaService, viewer_bandwidth
 from tests.media_peers import CounterTrack, Viewer, answer, media_settings, new_viewer, offer
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[MediaService]:
-    events: list[MediaEvent] = []
-    media = MediaService(media_settings(), events.append)
-    yield media
-    await media.close()
 
 
 async def _publish(service: MediaService, room: str, codec: str = "video/VP8", start: int = 0,

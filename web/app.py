@@ -14,7 +14,7 @@ import socketio
 from aiohttp import web
 
 from accounts.service import ensure_first_admin
-from bus import OutboxRelay, create_bus, redis_client
+from bus import Bus, OutboxRelay, create_bus, redis_client
 from config.loader import load_settings
 from config.logs import configure_logging
 from config.reload import ConfigHolder, ConfigWatcher, ReloadResult
@@ -28,10 +28,11 @@ from signaling.ice_servers import ice_servers
 from signaling.socketio import create_socketio
 from store import Database, migrate
 from store.jobs import JobRunner
-from web import health, pages
+from web import health, hls_routes, pages
 from web.api.routes import add_api
 from web.auth import make_auth_middleware
 from web.errors import error_middleware
+from web.hls import HlsService
 from web.metrics import Metrics
 from web.middleware import (
     CONFIG,
@@ -76,6 +77,9 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
                        secret_key=lambda: runtime.secrets.secret_key or "",
                        ice_servers=lambda user: ice_servers(holder.current.media, runtime.secrets.turn_secret, user))
     runtime.media_listeners.append(add_edge(app, edge, runtime.job_handlers, sio))
+    hls = HlsService(lambda: holder.current, edge.media, edge.database, lambda: _bus_of(runtime))
+    hls_routes.add_routes(app, hls)
+    runtime.media_listeners.append(hls.on_media_event)
     holder.subscribe(lambda new, _result: configure_logging(new.logging, runtime.secrets.values()))
     holder.subscribe(lambda _new, _result: app[METRICS].config_reloads.labels("applied").inc())
     app.cleanup_ctx.append(_services)
@@ -141,8 +145,15 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app[hls_routes.HLS].close()  # last segments and recordings finalised while media still runs
         runtime.media = None
         await media.stop()
+
+
+def _bus_of(runtime: Runtime) -> Bus:
+    if runtime.bus is None:
+        raise RuntimeError("the event bus is used before the application started")
+    return runtime.bus
 
 
 def _media_of(runtime: Runtime) -> MediaControl:

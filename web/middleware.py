@@ -17,8 +17,10 @@ METRICS = web.AppKey("metrics", Metrics)
 
 # Headers a browser client may read; WHIP/WHEP clients need Location, Link and ETag.
 EXPOSED_HEADERS = "Location, Link, ETag, X-Request-Id, Retry-After"
-ALLOWED_HEADERS = "Authorization, Content-Type, If-Match, Idempotency-Key, X-CSRF-Token, X-Request-Id"
+ALLOWED_HEADERS = "Authorization, Content-Type, If-Match, Idempotency-Key, X-CSRF-Token, X-Request-Id, Range"
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+MEDIA_PATHS = ("/hls/", "/recordings/")
+"""Served to other sites' players under `hls.cors_origins`."""
 
 
 @web.middleware
@@ -55,7 +57,10 @@ def _allowed_origin(request: web.Request) -> str | None:
     origin = request.headers.get(hdrs.ORIGIN)
     if not origin:
         return None
-    allowed = request.app[CONFIG].current.server.cors_origins
+    settings = request.app[CONFIG].current
+    # Media for other sites' players (HLS, recordings) has its own list.
+    media = request.path.startswith(MEDIA_PATHS)
+    allowed = settings.hls.cors_origins if media else settings.server.cors_origins
     if "*" in allowed:
         return "*"
     return origin if origin in allowed else None

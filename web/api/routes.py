@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from web.api import auth, commerce, ice, rooms, shows, stream_key
+from web.api import auth, commerce, ice, recordings, rooms, shows, stream_key
 from web.api.registry import Api, openapi_document
 
 TITLE = "Pinstream API"
@@ -21,7 +21,8 @@ async def openapi(_request: web.Request) -> web.Response:
 
 
 API = Api([*auth.api.operations, *rooms.api.operations, *shows.api.operations, *stream_key.api.operations,
-           *ice.api.operations, *commerce.operations, *docs.operations])
+           *ice.api.operations, *commerce.operations, *docs.operations,
+           *recordings.api.operations])
 
 
 def document() -> dict[str, Any]:

@@ -347,18 +347,19 @@ function unpublish(session) {
 }
 
 async function endShow() {
-  const session = studio.session;
-  closePeer();
+  const { session, pc } = studio;
+  studio.pc = null; // Its state changes are no longer news.
   setPhase("ended", "Ending the show…");
-  if (!session) {
-    setPhase("ended", "The show has ended.");
-    return;
-  }
   try {
-    await request(studio.socket, "unpublish", { session_id: session });
+    // Ask first, then hang up: closing the connection first would end the session under the request.
+    if (session) await request(studio.socket, "unpublish", { session_id: session });
     setPhase("ended", "The show has ended.");
   } catch (error) {
-    setPhase("error", `The stream stopped, but the server did not confirm the end: ${error.message}`);
+    if (error.code === "session_not_found") setPhase("ended", "The show has ended."); // It ended already.
+    else setPhase("error", `The stream stopped, but the server did not confirm the end: ${error.message}`);
+  } finally {
+    studio.pc = pc;
+    closePeer();
   }
 }
 

@@ -1,0 +1,257 @@
+"""The packager of one room's show: a process of its own (`python -m transcode.packager`), fed by a media
+worker's tap over loopback UDP. It makes the live HLS stream, the show's recording and the posters, once
+per room, whatever the number of viewers; a VP8→H.264 transcode here never competes with the worker's
+forwarding loop.
+
+It prints one JSON line, `{"port": N}`, once its socket is bound, and finalises (last segment,
+EXT-X-ENDLIST, the recording's last fragment) on SIGTERM or when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import av
+import av.error
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.logs import configure_logging
+from config.schema import LoggingSettings
+from transcode.encoding import (
+    AUDIO_RATE,
+    VIDEO_CLOCK,
+    EncodedVideo,
+    H264Params,
+    OpusToAac,
+    Vp8ToH264,
+    decode_keyframe,
+)
+from transcode.output import POSTER, LiveHls, Muxer, Recording, write_atomic
+from transcode.rtp import FrameAssembler, TapPacket, parse
+from transcode.timeline import Timeline
+
+logger = logging.getLogger("transcode.packager")  # not __name__: that is "__main__" under -m
+
+POSTER_WIDTH = 640
+AUDIO_WAIT = 2.0
+"""Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
+RECEIVE_BUFFER = 8 * 1024 * 1024
+BATCH_SECONDS = 0.1
+"""Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
+(HLS latency is counted in segments; the socket buffer holds far more than this)."""
+
+
+class PackagerConfig(BaseModel):
+    """Everything the process needs, passed as one JSON argument (nothing secret in it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    room: str
+    show_id: int
+    hls_directory: str
+    """This room's live directory ("" for no live HLS)."""
+    recording: str
+    """The show's MP4 path ("" for no recording)."""
+    segment_seconds: float = Field(2.0, gt=0)
+    window_segments: int = Field(6, ge=2)
+    poster_seconds: float = Field(10.0, gt=0)
+
+
+class Packager:
+    """Tap datagrams in; segments, playlists, the recording and posters out."""
+
+    def __init__(self, config: PackagerConfig) -> None:
+        self.config = config
+        self.timeline = Timeline()
+        self.live = (LiveHls(Path(config.hls_directory), config.segment_seconds, config.window_segments,
+                             self.timeline.wall_ms) if config.hls_directory else None)
+        self.recording: Recording | None = None
+        self.epoch: int | None = None
+        self.assembler: FrameAssembler | None = None
+        self.h264 = H264Params()
+        self.vp8: Vp8ToH264 | None = None
+        self.aac: OpusToAac | None = None
+        self.started = False
+        """Whether this epoch's muxers are running (they start on its first keyframe)."""
+        self.audio_epoch: int | None = None
+        """The last epoch audio arrived in."""
+        self.first_video: float | None = None
+        """Output time of this epoch's first video frame."""
+        self.packets = 0
+        self.bad_packets = 0
+        self._next_poster = 0.0
+
+    def handle(self, datagram: bytes) -> None:
+        packet = parse(datagram)
+        if packet is None:
+            self.bad_packets += 1
+            return
+        self.packets += 1
+        if packet.epoch != self.epoch:
+            self._new_epoch(packet)
+        if packet.kind == "audio":
+            self._audio(packet)
+        else:
+            if self.assembler is None or self.assembler.codec != packet.codec:
+                self.assembler = FrameAssembler(packet.codec)
+            for frame in self.assembler.add(packet):
+                seconds = self.timeline.seconds("video", packet.epoch, frame.timestamp, frame.arrival_ns,
+                                                VIDEO_CLOCK)
+                self._video(frame.data, seconds, frame.keyframe, packet.codec)
+
+    def _new_epoch(self, packet: TapPacket) -> None:
+        """A new program source: a new live init segment after a discontinuity, on its first keyframe."""
+        logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
+        self.epoch = packet.epoch
+        self.started = False
+        self.first_video = None
+        if self.live is not None:
+            self.live.finish_muxer()
+        self.assembler = None
+
+    def _video(self, data: bytes, seconds: float, keyframe: bool, codec: str) -> None:
+        if codec == "video/vp8":
+            self.vp8 = self.vp8 or Vp8ToH264(self.config.segment_seconds)
+            encoded = self.vp8.transcode(data, seconds, keyframe)
+            if self.vp8.last_frame is not None and keyframe:
+                self._poster(self.vp8.last_frame, seconds)
+        else:
+            encoded = [EncodedVideo(data, seconds, keyframe)]
+        for video in encoded:
+            decoded = self.h264.update(video.data) if video.keyframe else None
+            if video.keyframe and codec == "video/h264" and seconds >= self._next_poster:
+                self._poster(decoded or decode_keyframe(video.data), seconds)
+            self._mux_video(video, params_changed=decoded is not None)
+
+    def _mux_video(self, video: EncodedVideo, params_changed: bool) -> None:
+        params = self.h264.current
+        if params is None or (not self.started and not video.keyframe):
+            return
+        if self.first_video is None:
+            self.first_video = video.seconds
+        if not self.started and self.audio_epoch != self.epoch and video.seconds - self.first_video < AUDIO_WAIT:
+            return  # its audio may be a moment behind: give it until a later keyframe
+        if not self.started or params_changed:
+            audio = self.aac.extradata if self.aac is not None and self.audio_epoch == self.epoch else None
+            if self.live is not None:
+                self.live.start(params, audio)
+            if self.config.recording and self.recording is None:
+                self.recording = Recording(Path(self.config.recording), self.timeline.wall_ms(video.seconds))
+            if self.recording is not None:
+                self.recording.start(params, audio, self.config.segment_seconds)
+            self.started = True
+        pts = round(video.seconds * VIDEO_CLOCK)
+        for muxer in self._muxers():
+            muxer.add_video(video.data, pts, video.keyframe)
+
+    def _audio(self, packet: TapPacket) -> None:
+        self.aac = self.aac or OpusToAac()
+        self.audio_epoch = packet.epoch
+        seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
+        for data, pts in self.aac.transcode(packet.payload, seconds):
+            for muxer in self._muxers():
+                muxer.add_audio(data, pts)
+
+    def _muxers(self) -> list[Muxer]:
+        muxers = [self.live.muxer] if self.live is not None and self.live.muxer is not None else []
+        if self.recording is not None and self.recording.muxer is not None:
+            muxers.append(self.recording.muxer)
+        return muxers if self.started else []
+
+    def _poster(self, frame: av.VideoFrame | None, seconds: float) -> None:
+        if frame is None or seconds < self._next_poster:
+            return
+        self._next_poster = seconds + self.config.poster_seconds
+        jpeg = encode_jpeg(frame)
+        if jpeg is None:
+            return
+        if self.live is not None:
+            write_atomic(self.live.directory / POSTER, jpeg)
+        if self.config.recording:
+            path = Path(self.config.recording).with_suffix(".jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, jpeg)
+
+    def close(self) -> None:
+        """The show ended (or the server stops): finish the live stream and the recording."""
+        if self.live is not None:
+            self.live.end()
+        if self.recording is not None:
+            self.recording.close()
+        logger.info("packager finished", extra={"room": self.config.room, "packets": self.packets,
+                                                "bad_packets": self.bad_packets})
+
+
+def encode_jpeg(frame: av.VideoFrame) -> bytes | None:
+    width = min(POSTER_WIDTH, frame.width) // 2 * 2
+    height = max(2, round(frame.height * width / frame.width) // 2 * 2)
+    encoder = av.CodecContext.create("mjpeg", "w")
+    assert isinstance(encoder, av.VideoCodecContext)
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+    encoder.time_base = fractions.Fraction(1, 25)
+    try:
+        image = frame.reformat(width=width, height=height, format="yuvj420p")
+        image.pts = 0
+        packets = encoder.encode(image) + encoder.encode(None)
+    except av.error.FFmpegError:
+        return None
+    return b"".join(bytes(packet) for packet in packets) or None
+
+
+def serve(config: PackagerConfig, sock: socket.socket, stop: list[bool]) -> None:
+    """Until `stop[0]` or stdin closes: read datagrams, package them."""
+    packager = Packager(config)
+    try:
+        while not stop[0]:
+            ready, _, _ = select.select([sock, sys.stdin], [], [], 0.5)
+            if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
+                break  # the web process went away
+            if sock not in ready:
+                continue
+            for _ in range(1024):
+                try:
+                    packager.handle(sock.recv(65536))
+                except BlockingIOError:
+                    break
+            time.sleep(BATCH_SECONDS)
+    finally:
+        packager.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m transcode.packager", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="PackagerConfig as JSON")
+    parser.add_argument("--logging", default="{}", help="LoggingSettings as JSON")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the web process stops us in order
+    configure_logging(LoggingSettings.model_validate(json.loads(args.logging)))
+    config = PackagerConfig.model_validate(json.loads(args.config))
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: stop.__setitem__(0, True))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    print(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
+    started = time.monotonic()
+    try:
+        serve(config, sock, stop)
+    except Exception:
+        logger.exception("packager crashed", extra={"room": config.room})
+        return 1
+    logger.info("packager stopped", extra={"room": config.room, "seconds": round(time.monotonic() - started)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
