@@ -2,7 +2,7 @@
 // share and every other co-host's camera beside it on the same connection, wait while it is not live, and
 // reconnect when the connection drops.
 
-import { connectLive, request } from "./live_socket.js";
+import { channel } from "./live_channel.js";
 import { requestJson } from "./net.js";
 import { exchangeOverSocket, newPeerConnection } from "./webrtc.js";
 
@@ -31,7 +31,7 @@ const screen = $("screen");
 // "Tracks"): the program's "video" and "audio" first, then "screen" and co-hosts' "feed:{session}:video" as
 // they come. A section keeps its name for the life of the connection; one no longer wanted goes inactive.
 const viewer = {
-  socket: null, live: false, program: null, pc: null, session: null, sections: [], attempt: 0,
+  live: false, program: null, pc: null, session: null, sections: [], attempt: 0,
   retryTimer: null, joinTimer: null, failures: 0, publisherTracks: new Map(), syncing: null, resync: false,
   syncFailures: 0,
 };
@@ -70,53 +70,30 @@ function teardown() {
   $("feeds").replaceChildren();
   if (pc) pc.close();
   // Free the server's side now; it would notice the dead connection on its own, only later.
-  if (session && viewer.socket?.connected) request(viewer.socket, "unsubscribe", { session_id: session }).catch(() => {});
+  if (session && channel.connected) channel.call("unsubscribe", { session_id: session }).catch(() => {});
 }
 
 // --- the room --------------------------------------------------------------------------------------------
 
-function wireSocket() {
-  const socket = connectLive();
-  viewer.socket = socket;
-  socket.on("connect", join);
-  socket.on("disconnect", () => {
-    // The server closed our session with the socket; the client reconnects by itself.
-    teardown();
-    setState("reconnecting", "Reconnecting…", "The connection to the server dropped.");
+function wireChannel() {
+  channel.addEventListener("snapshot", (event) => onSnapshot(event.detail));
+  channel.addEventListener("room-event", (event) => onRoomEvent(event.detail.event, event.detail.payload));
+  channel.addEventListener("state", ({ detail: { state, data } }) => {
+    if (state === "disconnected") {
+      // The server closed our session with the socket; the client reconnects and rejoins by itself.
+      teardown();
+      setState("reconnecting", "Reconnecting…", "The connection to the server dropped.");
+    } else if (state === "refused") {
+      setState("error", "Cannot reach the server", data?.message || "Trying again shortly.");
+    }
   });
-  socket.on("connect_error", (error) => {
-    setState("error", "Cannot reach the server", error.data?.message || "Trying again shortly.");
-  });
-  socket.on("program.changed", ({ program }) => onProgram(program));
-  socket.on("publishers.changed", ({ publishers }) => {
-    knowPublishers(publishers);
-    syncSections();
-  });
-  socket.on("tracks.changed", ({ session_id: session, tracks }) => {
-    viewer.publisherTracks.set(session, tracks);
-    syncSections();
-  });
-  socket.on("host.reconnecting", () => {
-    setState("reconnecting", "The host is reconnecting…", "The show carries on as soon as they are back.");
-  });
-  socket.on("show.ended", () => {
-    viewer.live = false;
-    viewer.program = null;
-    notLive();
-  });
+  channel.connect().then(join, () => {}); // A refusal is shown by the state listener.
 }
 
 async function join() {
   clearTimeout(viewer.joinTimer);
   try {
-    const { snapshot } = await request(viewer.socket, "join", { room });
-    viewer.live = snapshot.live;
-    knowPublishers(snapshot.publishers);
-    if (!snapshot.live || !snapshot.program) {
-      notLive();
-      return;
-    }
-    onProgram(snapshot.program);
+    await channel.join(room); // its snapshot comes to `onSnapshot`
   } catch (error) {
     teardown();
     if (error.code === "room_not_found") {
@@ -125,6 +102,39 @@ async function join() {
     } else {
       setState("error", "Cannot play this show", error.message);
     }
+  }
+}
+
+function onSnapshot(snapshot) {
+  viewer.live = snapshot.live;
+  knowPublishers(snapshot.publishers);
+  if (!snapshot.live || !snapshot.program) notLive();
+  else onProgram(snapshot.program);
+}
+
+function onRoomEvent(event, payload) {
+  switch (event) {
+    case "program.changed":
+      onProgram(payload.program);
+      break;
+    case "publishers.changed":
+      knowPublishers(payload.publishers);
+      syncSections();
+      break;
+    case "tracks.changed":
+      viewer.publisherTracks.set(payload.session_id, payload.tracks);
+      syncSections();
+      break;
+    case "host.reconnecting":
+      setState("reconnecting", "The host is reconnecting…", "The show carries on as soon as they are back.");
+      break;
+    case "show.ended":
+      viewer.live = false;
+      viewer.program = null;
+      notLive();
+      break;
+    default:
+      break;
   }
 }
 
@@ -157,7 +167,7 @@ function wantedExtras() {
 
 async function subscribe() {
   clearTimeout(viewer.retryTimer);
-  if (!viewer.socket?.connected || !viewer.live) return;
+  if (!channel.connected || !viewer.live) return;
   teardown();
   const attempt = ++viewer.attempt;
   const pc = await newPeerConnection();
@@ -172,9 +182,9 @@ async function subscribe() {
   pc.addEventListener("track", (event) => onTrack(pc, event, stream));
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   try {
-    const ack = await exchangeOverSocket(pc, viewer.socket, "subscribe", { room, tracks });
+    const ack = await exchangeOverSocket(pc, channel, "subscribe", { room, tracks });
     if (attempt !== viewer.attempt) {
-      request(viewer.socket, "unsubscribe", { session_id: ack.session_id }).catch(() => {});
+      channel.call("unsubscribe", { session_id: ack.session_id }).catch(() => {});
       return;
     }
     viewer.session = ack.session_id;
@@ -248,7 +258,7 @@ async function syncSections() {
   viewer.syncing = (async () => {
     try {
       const tracks = viewer.sections.map((section) => section.name);
-      await exchangeOverSocket(pc, viewer.socket, "renegotiate", { session_id: session, tracks });
+      await exchangeOverSocket(pc, channel, "renegotiate", { session_id: session, tracks });
       viewer.syncFailures = 0;
       showSections();
     } catch {
@@ -379,13 +389,13 @@ $("unmute").addEventListener("click", () => {
 video.addEventListener("playing", onPlaying);
 video.addEventListener("resize", onPlaying);
 video.addEventListener("volumechange", updateUnmute);
-window.addEventListener("pagehide", () => viewer.socket?.disconnect());
+window.addEventListener("pagehide", () => channel.close());
 setInterval(watchForStall, 1000);
 
 if (room) {
   setState("connecting", "Connecting…");
   showTitle();
-  wireSocket();
+  wireChannel();
 } else {
   setState("error", "No room given", "Open a show from the list of live shows.");
 }

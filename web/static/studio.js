@@ -1,7 +1,7 @@
 // The host's studio: sign in, pick a room, preview camera and microphone, go live and share a screen over the
 // live-room socket (the stream key and WHIP URL are for encoders such as OBS).
 
-import { connectLive, request } from "./live_socket.js";
+import { LiveSocket } from "./live_socket.js";
 import { RequestError, requestJson } from "./net.js";
 import { exchangeOverSocket, newPeerConnection } from "./webrtc.js";
 
@@ -71,7 +71,7 @@ function signedOut(message = "") {
     setPhase("ended", "The show has ended.");
   }
   stopCamera();
-  studio.socket?.disconnect();
+  studio.socket?.close();
   studio.socket = null;
   show("sign-in");
 }
@@ -91,17 +91,16 @@ async function socketToken() {
 async function liveSocket() {
   const socket = studio.socket;
   if (socket.connected && studio.socketExpiresAt - Date.now() > REFRESH_MARGIN_MS) return socket;
-  const connected = new Promise((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("connect_error", (error) => reject(new Error(error.data?.message || error.message)));
-  });
-  socket.disconnect().connect(); // Nothing is published on it yet: reconnecting costs nothing.
-  await connected;
+  socket.close(); // Nothing is published on it yet: reconnecting costs nothing.
+  await socket.connect();
   return socket;
 }
 
 function signedIn() {
-  studio.socket ??= connectLive(socketToken);
+  if (!studio.socket) {
+    studio.socket = new LiveSocket({ token: socketToken });
+    studio.socket.connect().catch(() => {}); // Going live reconnects if this failed.
+  }
   $("account").textContent = auth.user.display_name || auth.user.email;
   $("sign-out").hidden = false;
   if (auth.user.role !== "host" && auth.user.role !== "admin") {
@@ -300,7 +299,7 @@ async function goLive() {
     // The socket connected with the signed-in host's access token: that stands in for the stream key.
     const ack = await exchangeOverSocket(pc, await liveSocket(), "publish", { room: studio.room });
     if (studio.pc !== pc) {
-      request(studio.socket, "unpublish", { session_id: ack.session_id }).catch(() => {});
+      studio.socket.call("unpublish", { session_id: ack.session_id }).catch(() => {});
       return;
     }
     studio.session = ack.session_id;
@@ -343,7 +342,7 @@ function closePeer() {
 }
 
 function unpublish(session) {
-  if (session) request(studio.socket, "unpublish", { session_id: session }).catch(() => {});
+  if (session) studio.socket.call("unpublish", { session_id: session }).catch(() => {});
 }
 
 async function endShow() {
@@ -352,7 +351,7 @@ async function endShow() {
   setPhase("ended", "Ending the show…");
   try {
     // Ask first, then hang up: closing the connection first would end the session under the request.
-    if (session) await request(studio.socket, "unpublish", { session_id: session });
+    if (session) await studio.socket.call("unpublish", { session_id: session });
     setPhase("ended", "The show has ended.");
   } catch (error) {
     if (error.code === "session_not_found") setPhase("ended", "The show has ended."); // It ended already.
@@ -366,7 +365,7 @@ async function endShow() {
 // Leaving the page mid-show: the server closes a socket's sessions when it disconnects; say so now rather
 // than wait for the connection to time out.
 function onPageHide() {
-  if (studio.session) studio.socket?.disconnect();
+  if (studio.session) studio.socket?.close();
 }
 
 // --- screen share -------------------------------------------------------------------------------------------

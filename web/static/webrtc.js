@@ -1,7 +1,6 @@
 // The offer/answer exchange shared by the studio (publish) and the player (watch), over the live-room socket.
 // (WHIP and WHEP over HTTP are for encoders and players we did not write.)
 
-import { request } from "./live_socket.js";
 import { requestJson } from "./net.js";
 
 // The server takes no trickled candidates: they must be in the offer. Gathering normally completes in
@@ -55,14 +54,14 @@ export async function newPeerConnection() {
   }
 }
 
-// Our offer over the live-room socket: `event` is "publish", "subscribe" or "renegotiate" (docs/events.md),
-// `payload` its other fields. Resolves with the ack ({session_id, sdp, codecs}) once the answer is applied.
+// Our offer over the live-room socket (a LiveSocket): `event` is "publish", "subscribe" or "renegotiate"
+// (docs/events.md), `payload` its other fields. Resolves with the ack ({session_id, sdp, codecs}) once the answer is applied.
 export async function exchangeOverSocket(pc, socket, event, payload) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc);
   let ack;
   try {
-    ack = await request(socket, event, { ...payload, sdp: pc.localDescription.sdp });
+    ack = await socket.call(event, { ...payload, sdp: pc.localDescription.sdp });
   } catch (error) {
     // A refused renegotiation leaves the server's side as it was: so must ours be.
     if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
