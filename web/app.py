@@ -74,7 +74,8 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
     pages.add_routes(app)
     edge = EdgeContext(database=lambda: runtime.db, media=lambda: _media_of(runtime), settings=lambda: holder.current,
                        secret_key=lambda: runtime.secrets.secret_key or "",
-                       ice_servers=lambda user: ice_servers(holder.current.media, runtime.secrets.turn_secret, user))
+                       ice_servers=lambda user: ice_servers(holder.current.media, runtime.secrets.turn_secret, user),
+                       bus=lambda: runtime.bus)
     runtime.media_listeners.append(add_edge(app, edge, runtime.job_handlers, sio))
     holder.subscribe(lambda new, _result: configure_logging(new.logging, runtime.secrets.values()))
     holder.subscribe(lambda _new, _result: app[METRICS].config_reloads.labels("applied").inc())
