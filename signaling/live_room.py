@@ -236,7 +236,7 @@ class LiveRoom:
             return
         client.seq += 1
         await self.sio.emit(event, {**payload, "seq": client.seq, "server_time_ms": clock.now_ms()}, to=sid,
-                            namespace=NAMESPACE)
+                            namespace=NAMESPACE, ignore_queue=True)  # the socket is ours: no Redis round trip
 
     def _count_media_request(self, client: Client) -> None:
         now = self._monotonic()
