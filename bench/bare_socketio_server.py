@@ -10,6 +10,7 @@ itself costs to deliver one event to every socket of a room on this machine.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import socketio
@@ -30,7 +31,10 @@ def build() -> web.Application:
 
     async def fire(request: web.Request) -> web.Response:
         available = int(request.query["available"])
-        await sio.emit("stock.changed", {"room": "bench", "product_id": 1, "available": available},
+        # The same shape and size as Pinstream's event, so both put the same bytes on the wire.
+        await sio.emit("stock.changed", {"room": "bench", "product_id": 1, "available": available, "sold": 0,
+                                         "state": "in_stock", "variants": [{"variant_id": 1, "available": available}],
+                                         "seq": available, "server_time_ms": int(time.time() * 1000)},
                        room=ROOM, namespace=NAMESPACE)
         return web.json_response({"ok": True})
 

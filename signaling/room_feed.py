@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus import Bus, Event, Resync, emit, topic_seq
 from bus.base import Subscription
+from signaling.backpressure import BoundedServer
 from store import Database, clock
 
 logger = logging.getLogger(__name__)
@@ -147,19 +148,25 @@ class RoomFeeds:
                         feed.ring.clear()
                         feed.last = None
                         logger.warning("room feed resync", extra={"room": feed.slug, "reason": item.reason})
-                        await self.sio.emit(RESYNC, {"room": feed.slug, "reason": item.reason,
-                                                     "server_time_ms": clock.now_ms()},
-                                            room=self._socket_room(feed.slug), namespace=self.namespace,
-                                            ignore_queue=True)
+                        await self._send(RESYNC, {"room": feed.slug, "reason": item.reason,
+                                                  "server_time_ms": clock.now_ms()}, feed.slug)
                         continue
                     feed.ring.append(item)
                     feed.last = item.seq
-                    await self.sio.emit(item.type, message(item, feed.slug), room=self._socket_room(feed.slug),
-                                        namespace=self.namespace, ignore_queue=True)
+                    await self._send(item.type, message(item, feed.slug), feed.slug)
                 if not isinstance(item, Resync):
                     await self._on_event(feed.slug, item)
             except Exception:
                 logger.exception("room feed delivery failed", extra={"room": feed.slug})
+
+    async def _send(self, event: str, data: dict[str, Any], slug: str) -> None:
+        """To this node's sockets in the room only: the other nodes deliver the same event themselves."""
+        if isinstance(self.sio, BoundedServer):
+            self.sio.broadcast_local(event, data, self.namespace, self._socket_room(slug))
+            await asyncio.sleep(0)  # let the sockets' writers take it before the next event is queued
+        else:
+            await self.sio.emit(event, data, room=self._socket_room(slug), namespace=self.namespace,
+                                ignore_queue=True)
 
     async def _commerce(self, feed: _Feed, subscription: Subscription) -> None:
         async for item in subscription:
