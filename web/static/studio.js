@@ -12,6 +12,8 @@ const REFRESH_MARGIN_MS = 60_000;
 
 const auth = { token: null, expiresAt: 0, user: null, refreshing: null };
 const studio = { room: null, stream: null, pc: null, session: null, phase: "idle" };
+// Tells the show controls (studio_overlay.js) when the phase changes: they run while the host is live.
+export const studioEvents = new EventTarget();
 
 // --- signing in -----------------------------------------------------------------------------------------
 
@@ -23,7 +25,7 @@ function adopt(tokens) {
 
 // The access token lives in memory only; the HttpOnly refresh cookie renews it (and resumes a session
 // after a reload). One refresh at a time: the refresh token rotates, so parallel refreshes would race.
-async function accessToken() {
+export async function accessToken() {
   if (auth.token && auth.expiresAt - Date.now() > REFRESH_MARGIN_MS) return auth.token;
   auth.refreshing ??= requestJson("/api/auth/refresh", { method: "POST", body: {} })
     .then(adopt)
@@ -213,6 +215,7 @@ function setPhase(phase, message) {
   status.textContent = message;
   $("on-air").hidden = phase !== "live";
   updateControls();
+  studioEvents.dispatchEvent(new CustomEvent("phase", { detail: { phase, room: studio.room } }));
 }
 
 function updateControls() {
