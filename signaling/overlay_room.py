@@ -9,6 +9,7 @@ database, so any node answers a join the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,26 +217,27 @@ class Overlay:
         await publish(session, room.slug, "pins.changed",
                       {"show_id": live_show.id, "pinned": [card.to_dict() for card in cards]})
 
-    async def _pin(self, sid: str, client: Client, request: PinRequest) -> Ack:
+    async def _change_pins(self, client: Client, slug: str,
+                           change: Callable[[AsyncSession, int], Awaitable[list[int]]]) -> Ack:
+        """Pin, unpin or reorder as the acting host, and tell the room the new cards in the same transaction."""
         async with self.live.database.write() as session:
-            _user, room, live_show = await self._host(session, client, request.room)
-            ids = await show.pin(session, live_show.id, request.product_id, self.settings.overlay.max_pinned)
+            _user, room, live_show = await self._host(session, client, slug)
+            ids = await change(session, live_show.id)
             await self._publish_pins(session, room, live_show, ids)
         return {"pinned": ids}
+
+    async def _pin(self, sid: str, client: Client, request: PinRequest) -> Ack:
+        max_pinned = self.settings.overlay.max_pinned
+        return await self._change_pins(client, request.room, lambda session, show_id: show.pin(
+            session, show_id, request.product_id, max_pinned))
 
     async def _unpin(self, sid: str, client: Client, request: PinRequest) -> Ack:
-        async with self.live.database.write() as session:
-            _user, room, live_show = await self._host(session, client, request.room)
-            ids = await show.unpin(session, live_show.id, request.product_id)
-            await self._publish_pins(session, room, live_show, ids)
-        return {"pinned": ids}
+        return await self._change_pins(client, request.room, lambda session, show_id: show.unpin(
+            session, show_id, request.product_id))
 
     async def _reorder(self, sid: str, client: Client, request: PinsRequest) -> Ack:
-        async with self.live.database.write() as session:
-            _user, room, live_show = await self._host(session, client, request.room)
-            ids = await show.reorder(session, live_show.id, request.product_ids)
-            await self._publish_pins(session, room, live_show, ids)
-        return {"pinned": ids}
+        return await self._change_pins(client, request.room, lambda session, show_id: show.reorder(
+            session, show_id, request.product_ids))
 
     async def _start_sale(self, sid: str, client: Client, request: SaleRequest) -> Ack:
         async with self.live.database.write() as session:
