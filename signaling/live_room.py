@@ -154,6 +154,7 @@ class LiveRoom:
         self._rooms: dict[str, RoomState] = {}
         self._owners: dict[str, str] = {}
         """Media session id → the socket that opened it."""
+        self._tails: dict[str, asyncio.Task[None]] = {}
         self.extensions: list[RoomExtension] = []
         self.feeds = RoomFeeds(sio, NAMESPACE, edge.database, bus, topic, self._commerce_event, self._room_event)
 
@@ -203,13 +204,21 @@ class LiveRoom:
         return self._rooms.setdefault(slug, RoomState())
 
     def broadcast(self, slug: str, event: str, payload: dict[str, Any]) -> asyncio.Task[None]:
-        """Send a room event: written to the outbox now (in its own transaction), numbered by the bus, and
-        delivered by every node to its sockets in the room (`room_feed`)."""
+        """Send a room event: written to the outbox (in its own transaction), numbered by the bus, and
+        delivered by every node to its sockets in the room (`room_feed`). Writes are chained per room, so
+        events broadcast one after the other get their sequence numbers in that order."""
+        previous = self._tails.get(slug)
+
         async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
             async with self.database.write() as session:
                 await publish(session, slug, event, payload)
 
-        return spawn(write())
+        task = spawn(write())
+        self._tails[slug] = task
+        task.add_done_callback(lambda done: self._tails.pop(slug) if self._tails.get(slug) is done else None)
+        return task
 
     @property
     def database(self) -> Database:
