@@ -178,7 +178,12 @@ def _measure(systems: list[list[str]], fires: list[Any], clients: int, processes
         records = [record for part in collected for client in part[which] for record in client]
         latencies = [(at - sent[which][value]) * 1000 for value, at, _stamp in records if value in sent[which]]
         stamped = [(stamp - sent[which][value]) * 1000 for value, _at, stamp in records if value in sent[which]]
+        by_round: dict[int, list[float]] = {}
+        for value, at, _stamp in records:
+            if value in sent[which]:
+                by_round.setdefault(value, []).append((at - sent[which][value]) * 1000)
         reports.append({"p50_ms": round(_percentile(latencies, 0.50), 1),
+                        "round_max_ms": [round(max(by_round[value]), 1) for value in sorted(by_round)],
                         "p99_ms": round(_percentile(latencies, 0.99), 1),
                         "max_ms": round(max(latencies, default=0.0), 1),
                         "delivered_ratio": round(len(latencies) / (clients * rounds), 4),
@@ -278,6 +283,7 @@ def run(clients: int, nodes: int, processes: int, rounds: int, workdir: Path) ->
                 service.stop()
     return {**pinstream, "floor_p50_ms": floor["p50_ms"], "floor_p99_ms": floor["p99_ms"],
             "floor_max_ms": floor["max_ms"], "floor_delivered_ratio": floor["delivered_ratio"],
+            "floor_round_max_ms": floor["round_max_ms"],
             "p99_vs_floor": round(pinstream["p99_ms"] / floor["p99_ms"], 2) if floor["p99_ms"] else None,
             "clients": clients, "nodes": nodes, "processes": processes, "rounds": rounds,
             "connect_seconds": round(connect_seconds, 1), "load_average": round(os.getloadavg()[0], 2)}
