@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
 from accounts.user import User
 from bus import emit
-from commerce import admission, availability, flash_sales, limits
+from commerce import admission, availability, checkout_events, flash_sales, limits
 from commerce.errors import DetailedConflict
 from commerce.models import FlashSaleRow, HoldRow, LineupItemRow, ProductRow, VariantRow
 from commerce.values import FlashSale, Hold, Variant
@@ -214,6 +214,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
     await session.flush()
     await schedule(session, HOLD_EXPIRY, row.expires_at, {"hold_id": row.id}, key=expiry_key(row.id))
     await announce(session, [level])
+    await checkout_events.holds(session, checkout_events.HOLD_CREATED, [row])
     availability.note_after_commit(session, product_id, chosen, level.available, only_variant=variant_id is None)
     return Hold.from_row(row)
 
@@ -282,6 +283,7 @@ async def expire_hold(session: AsyncSession, hold_id: int, *, now_ms: int | None
     if not rows:
         return None
     await _release(session, rows)
+    await checkout_events.holds(session, checkout_events.HOLD_EXPIRED, rows)
     return Hold.from_row(rows[0])
 
 
@@ -291,6 +293,8 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
     now = clock.now_ms() if now_ms is None else now_ms
     rows = await _end(session, [HoldRow.order_id == order_id, HoldRow.status == "active"], to_status, now)
     await _release(session, rows)
+    if to_status == "expired":
+        await checkout_events.holds(session, checkout_events.HOLD_EXPIRED, rows)
     return [Hold.from_row(row) for row in rows]
 
 

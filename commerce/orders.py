@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
 from accounts.models import UserRow
 from accounts.user import User
-from commerce import inventory
+from commerce import checkout_events, inventory
 from commerce.catalog import host_settings
 from commerce.models import HoldRow, OrderEventRow, OrderLineRow, OrderRow, PaymentRow, ProductRow, VariantRow
 from commerce.payments import PaymentDeclined, PaymentIntent, PaymentProvider, ProviderEvent
@@ -332,13 +332,19 @@ async def apply_intent(session: AsyncSession, intent: PaymentIntent, *, actor_id
         payment.status, payment.failure_code, payment.updated_at = intent.status, intent.failure_code, now
     await session.flush()
     if intent.status != "succeeded" or already:
-        return Applied(await _load(session, row), None, 0)
+        current = await _load(session, row)
+        if intent.failure_code is not None and not already:
+            await checkout_events.order(session, checkout_events.PAYMENT_DECLINED, current,
+                                        code=intent.failure_code)
+        return Applied(current, None, 0)
     if row.status == "reserved" and await _all_held(session, row.id):
         await inventory.convert_order_holds(session, row.id, now_ms=now)
         row = await transition(session, row, "paid", actor_id=actor_id, reason=f"payment {intent.id} succeeded",
                                now=now)
         logger.info("order paid", extra={"order_id": row.id, "total_minor": row.total_minor})
-        return Applied(await _load(session, row), None, 0)
+        paid = await _load(session, row)
+        await checkout_events.order(session, checkout_events.ORDER_PAID, paid)
+        return Applied(paid, None, 0)
     if row.status == "reserved":
         row = await transition(session, row, "expired", actor_id=None, reason="a hold lapsed before payment",
                                now=now)
@@ -398,6 +404,9 @@ async def pay(db: Database, provider: PaymentProvider, buyer: User, order_id: in
                 await inventory.convert_order_holds(session, row.id)
                 row = await transition(session, row, "paid", actor_id=buyer.id, reason="nothing to pay",
                                        now=clock.now_ms())
+                paid = await _load(session, row)
+                await checkout_events.order(session, checkout_events.ORDER_PAID, paid)
+                return paid
             return await _load(session, row)
     intent_id = await _intent_for(db, provider, order)
     intent = await provider.confirm_intent(intent_id, payment_method)

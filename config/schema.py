@@ -224,6 +224,17 @@ class LoggingSettings(Section):
     access_log: bool = live(True)
 
 
+class OverlaySettings(Section):
+    """The live overlay around a show: pins, stock updates, reactions, presence, slow clients."""
+
+    max_pinned: int = live(3, ge=1, le=20)
+    low_stock: int = live(5, ge=0, le=100_000)
+    stock_updates_per_second: float = live(4.0, gt=0, le=100)
+    reaction_window_ms: int = live(1000, ge=100, le=60_000)
+    presence_interval_ms: int = live(1000, ge=100, le=60_000)
+    client_queue_max: int = Field(256, ge=8, le=100_000)
+
+
 class Settings(Section):
     data_dir: str = "data"
     server: ServerSettings = ServerSettings()
@@ -241,6 +252,7 @@ class Settings(Section):
     rate_limits: RateLimitSettings = RateLimitSettings()
     chat: ChatSettings = ChatSettings()
     logging: LoggingSettings = LoggingSettings()
+    overlay: OverlaySettings = OverlaySettings()
 
 
 def live_keys(model: type[BaseModel] = Settings, prefix: str = "") -> set[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from bus import Bus
 from config.schema import Settings
 from media.api import MediaControl
 from signaling.ice_servers import IceServers
@@ -25,6 +26,8 @@ class EdgeContext:
     """Verifies access tokens: a signed-in host may publish with one instead of a stream key."""
     ice_servers: Callable[[str], IceServers]
     """The ICE servers to advertise to the client of a session (by its id), TURN credentials included."""
+    bus: Callable[[], Bus | None] = lambda: None
+    """The event bus the live rooms deliver their events from (None until the services started)."""
 
 
 EDGE = web.AppKey("edge", EdgeContext)

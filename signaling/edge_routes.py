@@ -16,6 +16,7 @@ from signaling import whep, whip
 from signaling.background import spawn
 from signaling.edge import EDGE, EdgeContext
 from signaling.live_room import LiveRoom
+from signaling.overlay_room import Overlay
 from store.jobs import Handler
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ def add_edge(app: web.Application, edge: EdgeContext, job_handlers: dict[str, Ha
              sio: socketio.AsyncServer) -> Callable[[MediaEvent], None]:
     """Add the routes, the live-room namespace and the show-ending job; returns the listener to subscribe to
     media events."""
-    live = LiveRoom(sio, edge)
+    live = LiveRoom(sio, edge, bus=edge.bus)
     live.register()
+    Overlay(live).register()
     app[LIVE_ROOM] = live
     job_handlers[END_IF_IDLE_JOB] = functools.partial(whip.end_show_when_idle, edge, on_ended=live.show_ended)
     app[EDGE] = edge

@@ -4,10 +4,12 @@ Publishing and watching go through the same functions as WHIP and WHEP (`whip.st
 `whep.start_viewing`), so the rules cannot drift apart. Every request is acknowledged with `{"ok": true, ...}`
 or `{"ok": false, "error": {code, message, field}}`; errors are mapped in one place (`_acked`).
 
-Room events carry the room's sequence number and the server time. A client joins (entering the Socket.IO
-room first, then reading the snapshot), applies events with a sequence number above the snapshot's, and
-asks for a new snapshot when it sees a gap. Sequence numbers are kept by this process: with several web
-processes the overlay issue moves them onto the event bus. Events are documented in docs/events.md.
+Room events carry the room's sequence number and the server time. They go through the outbox and the
+event bus (`signaling.room_feed`), so every node delivers one ordered sequence per room. A client joins
+(reading the snapshot with the seq it is current to, then entering delivery with the events it missed
+meanwhile), applies events with a sequence number above the snapshot's, and asks for a new snapshot when it
+sees a gap or a `resync` event. The overlay (pins, sales, chat, stock) plugs in as a `RoomExtension`
+(`signaling.overlay_room`). Events are documented in docs/events.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +29,7 @@ from accounts.errors import Conflict, DomainError, Forbidden, NotFound, Unauthor
 from accounts.service import get_user
 from accounts.tokens import Principal, verify_token
 from accounts.user import User
+from bus import Bus, Event, Resync, topic_seq
 from media.api import MediaError, MediaEvent, SessionAnswer
 from rooms.live import open_publisher_sessions, set_program_publisher
 from rooms.service import get_room, list_shows
@@ -34,8 +37,9 @@ from rooms.values import Room, Show, can_publish
 from signaling import whep, whip
 from signaling.background import spawn
 from signaling.edge import EdgeContext
+from signaling.room_feed import RoomFeeds, live_topic, publish
 from signaling.sdp_http import validate_offer
-from store import clock
+from store import Database, clock
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +112,23 @@ class RateLimited(DomainError):
     http_status = 429
 
 
+class RoomExtension(Protocol):
+    """What the overlay adds to the room: snapshot parts, join checks, and reactions to bus events."""
+
+    async def snapshot(self, session: AsyncSession, room: Room, show: Show | None) -> dict[str, Any]: ...
+
+    async def joining(self, sid: str, client: Client, room: Room) -> None:
+        """Raise a DomainError to refuse the join (a banned author)."""
+
+    async def joined(self, sid: str, client: Client, room: Room) -> None: ...
+
+    async def left(self, sid: str, slug: str) -> None: ...
+
+    async def commerce_event(self, slug: str, item: Event | Resync) -> None: ...
+
+    async def room_event(self, slug: str, event: Event) -> None: ...
+
+
 # --- state -------------------------------------------------------------------------------------------------
 
 
@@ -129,7 +150,6 @@ class Client:
 
 @dataclass
 class RoomState:
-    seq: int = 0
     program: str | None = None
     """The publisher session on air, as the media worker last said."""
     reconnecting: str | None = None
@@ -141,7 +161,7 @@ class RoomState:
 class LiveRoom:
     """Registers the `/live` handlers on an AsyncServer and turns media and show events into room events."""
 
-    def __init__(self, sio: socketio.AsyncServer, edge: EdgeContext, *,
+    def __init__(self, sio: socketio.AsyncServer, edge: EdgeContext, *, bus: Callable[[], Bus | None],
                  media_requests_per_minute: int = MEDIA_REQUESTS_PER_MINUTE,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.sio = sio
@@ -153,6 +173,8 @@ class LiveRoom:
         self._owners: dict[str, str] = {}
         """Media session id → the socket that opened it."""
         self._tails: dict[str, asyncio.Task[None]] = {}
+        self.extensions: list[RoomExtension] = []
+        self.feeds = RoomFeeds(sio, NAMESPACE, edge.database, bus, topic, self._commerce_event, self._room_event)
 
     def register(self) -> None:
         self.sio.on("connect", self._connect, namespace=NAMESPACE)
@@ -201,22 +223,39 @@ class LiveRoom:
         return self._rooms.setdefault(slug, RoomState())
 
     def broadcast(self, slug: str, event: str, payload: dict[str, Any]) -> asyncio.Task[None]:
-        """Send a room event. The sequence number is taken now and sends are chained per room, so clients
-        receive a room's events in sequence order whatever task broadcasts them."""
-        state = self._state(slug)
-        state.seq += 1
-        message = {"room": slug, **payload, "seq": state.seq, "server_time_ms": clock.now_ms()}
+        """Send a room event: written to the outbox (in its own transaction), numbered by the bus, and
+        delivered by every node to its sockets in the room (`room_feed`). Writes are chained per room, so
+        events broadcast one after the other get their sequence numbers in that order."""
         previous = self._tails.get(slug)
 
-        async def send() -> None:
+        async def write() -> None:
             if previous is not None:
                 await asyncio.wait([previous])
-            await self.sio.emit(event, message, room=topic(slug), namespace=NAMESPACE)
+            async with self.database.write() as session:
+                await publish(session, slug, event, payload)
 
-        task = spawn(send())
+        task = spawn(write())
         self._tails[slug] = task
         task.add_done_callback(lambda done: self._tails.pop(slug) if self._tails.get(slug) is done else None)
         return task
+
+    @property
+    def database(self) -> Database:
+        return self.edge.database()
+
+    async def _commerce_event(self, slug: str, item: Event | Resync) -> None:
+        for extension in self.extensions:
+            await extension.commerce_event(slug, item)
+
+    async def _room_event(self, slug: str, event: Event) -> None:
+        for extension in self.extensions:
+            await extension.room_event(slug, event)
+
+    async def tell(self, sid: str, event: str, payload: dict[str, Any]) -> None:
+        await self._tell(sid, event, payload)
+
+    def client(self, sid: str) -> Client | None:
+        return self._clients.get(sid)
 
     async def _tell(self, sid: str, event: str, payload: dict[str, Any]) -> None:
         """A private event for one socket, numbered in its own sequence."""
@@ -225,7 +264,7 @@ class LiveRoom:
             return
         client.seq += 1
         await self.sio.emit(event, {**payload, "seq": client.seq, "server_time_ms": clock.now_ms()}, to=sid,
-                            namespace=NAMESPACE)
+                            namespace=NAMESPACE, ignore_queue=True)  # the socket is ours: no Redis round trip
 
     def _count_media_request(self, client: Client) -> None:
         now = self._monotonic()
@@ -265,6 +304,8 @@ class LiveRoom:
         client = self._clients.pop(sid, None)
         if client is None:
             return
+        for slug in list(client.rooms):
+            await self._left(sid, slug)
         for session_id in client.viewing:
             self._owners.pop(session_id, None)
             await self._close(session_id, publisher=False)
@@ -288,16 +329,49 @@ class LiveRoom:
             room = await get_room(session, request.room)
         if room.guest_policy == "no_guests" and (client.principal is None or client.principal.user_id is None):
             raise Forbidden("sign_in_required", "this room is for signed-in viewers only")
-        # Enter first, then read: an event between the two reaches the client and is at most one it can
-        # drop for having a sequence number not above the snapshot's.
-        await self.sio.enter_room(sid, topic(room.slug), namespace=NAMESPACE)
+        for extension in self.extensions:
+            await extension.joining(sid, client, room)
+        if room.slug in client.rooms:
+            await self._left(sid, room.slug)
+        # Subscribe first, then read the snapshot, then enter delivery with what this node delivered since
+        # the snapshot's seq: nothing is missed and nothing applies twice.
+        await self.feeds.acquire(room.slug)
         client.rooms.add(room.slug)
-        return {"snapshot": await self.snapshot(room.slug)}
+        try:
+            for _attempt in range(3):
+                snapshot = await self.snapshot(room.slug)
+                if await self.feeds.enter(room.slug, sid, snapshot["seq"]):
+                    break
+        except BaseException:
+            if self._clients.get(sid) is client:
+                await self._left(sid, room.slug)
+            raise
+        if self._clients.get(sid) is not client:  # disconnected meanwhile: `_disconnect` released the feed
+            await self.sio.leave_room(sid, topic(room.slug), namespace=NAMESPACE)
+            raise Conflict("disconnected", "the socket disconnected")
+        for extension in self.extensions:
+            await extension.joined(sid, client, room)
+        return {"snapshot": snapshot}
 
     async def _leave(self, sid: str, client: Client, request: RoomRequest) -> Ack:
-        await self.sio.leave_room(sid, topic(request.room), namespace=NAMESPACE)
-        client.rooms.discard(request.room)
+        if request.room in client.rooms:
+            await self._left(sid, request.room)
         return {}
+
+    async def _left(self, sid: str, slug: str) -> None:
+        """Take a socket out of a room's delivery (leave, a ban, a disconnect)."""
+        client = self._clients.get(sid)
+        if client is not None:  # else it disconnected, and Socket.IO took it out of its rooms
+            client.rooms.discard(slug)
+            await self.sio.leave_room(sid, topic(slug), namespace=NAMESPACE)
+        for extension in self.extensions:
+            await extension.left(sid, slug)
+        await self.feeds.release(slug)
+
+    async def remove_from_room(self, sid: str, slug: str) -> None:
+        client = self._clients.get(sid)
+        if client is not None and slug in client.rooms:
+            await self._left(sid, slug)
 
     async def _ice_servers(self, sid: str, client: Client, _request: NoRequest) -> Ack:
         user = client.principal.subject if client.principal is not None else sid
@@ -380,10 +454,13 @@ class LiveRoom:
     async def snapshot(self, slug: str) -> dict[str, Any]:
         """Everything a client needs to render the room, with the sequence number it is current to."""
         state = self._state(slug)
-        seq = state.seq
+        extra: dict[str, Any] = {}
         async with self.edge.database().read() as session:
+            seq = await topic_seq(session, live_topic(slug))
             room = await get_room(session, slug)
             show, publishers = await self._on_air(session, room)
+            for extension in self.extensions:
+                extra.update(await extension.snapshot(session, room, show))
         ids = {p["session_id"] for p in publishers}
         program = state.program if state.program in ids else None
         if program is None and room.program_publisher_id in ids:
@@ -391,14 +468,13 @@ class LiveRoom:
         return {"room": slug, "title": room.title, "live": show is not None,
                 "show_id": show.id if show is not None else None, "program": program, "publishers": publishers,
                 "reconnecting": state.reconnecting is not None and show is not None,
-                "server_time_ms": clock.now_ms(), "seq": seq}
+                **extra, "server_time_ms": clock.now_ms(), "seq": seq}
 
     async def _on_air(self, session: AsyncSession, room: Room) -> tuple[Show | None, list[dict[str, Any]]]:
         tracks = self._state(room.slug).tracks
-        live = await list_shows(session, "live", 1, room_id=room.id)
-        if not live:
+        show = await live_show(session, room)
+        if show is None:
             return None, []
-        show = live[0]
         publishers = [{"session_id": p.id, "user_id": p.user_id, "kind": p.kind, "started_at": p.started_at,
                        "tracks": tracks.get(p.id, [])}
                       for p in await open_publisher_sessions(session) if p.show_id == show.id]
@@ -478,6 +554,12 @@ class LiveRoom:
         state.program = state.reconnecting = None
         await self.broadcast(show.room_slug, "show.ended", {"show_id": show.id, "ended_at": show.ended_at})
 
+
+
+async def live_show(session: AsyncSession, room: Room) -> Show | None:
+    """The room's live show, if it has one (at most one is live at a time)."""
+    live = await list_shows(session, "live", 1, room_id=room.id)
+    return live[0] if live else None
 
 
 def _error(code: str, message: str, field: str | None) -> Ack:

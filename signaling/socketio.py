@@ -7,6 +7,7 @@ import logging
 import socketio
 
 from config.schema import Settings
+from signaling.backpressure import BoundedServer
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,6 @@ def create_socketio(settings: Settings, redis_password: str | None) -> socketio.
     if settings.redis.url:
         manager = socketio.AsyncRedisManager(settings.redis.url, channel="pinstream-socketio", logger=logger,
                                              redis_options={"password": redis_password} if redis_password else None)
-    return socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, logger=logger,
-                                engineio_logger=False, cors_allowed_origins=settings.server.cors_origins,
-                                max_http_buffer_size=MAX_MESSAGE_BYTES)
+    return BoundedServer(async_mode="aiohttp", client_manager=manager, logger=logger,
+                         engineio_logger=False, cors_allowed_origins=settings.server.cors_origins,
+                         max_http_buffer_size=MAX_MESSAGE_BYTES, max_queued=settings.overlay.client_queue_max)

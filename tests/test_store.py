@@ -7,6 +7,7 @@ from alembic.migration import MigrationContext
 
 import accounts.models  # noqa: F401  (registers the account tables on Base.metadata)
 import commerce.models  # noqa: F401  (registers the commerce tables on Base.metadata)
+import overlay.models  # noqa: F401  (registers the overlay tables on Base.metadata)
 import rooms.models  # noqa: F401  (registers the room tables on Base.metadata)
 import store.models  # noqa: F401  (registers the foundation tables on Base.metadata)
 from store import Base, Database, current_revision, migrate

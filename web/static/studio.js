@@ -16,6 +16,8 @@ const auth = { token: null, expiresAt: 0, user: null, refreshing: null };
 const studio = {
   room: null, stream: null, pc: null, session: null, phase: "idle", socket: null, socketExpiresAt: 0, screen: null,
 };
+// Tells the show controls (studio_overlay.js) when the phase changes: they run while the host is live.
+export const studioEvents = new EventTarget();
 
 // --- signing in -----------------------------------------------------------------------------------------
 
@@ -27,7 +29,7 @@ function adopt(tokens) {
 
 // The access token lives in memory only; the HttpOnly refresh cookie renews it (and resumes a session
 // after a reload). One refresh at a time: the refresh token rotates, so parallel refreshes would race.
-async function accessToken() {
+export async function accessToken() {
   if (auth.token && auth.expiresAt - Date.now() > REFRESH_MARGIN_MS) return auth.token;
   auth.refreshing ??= requestJson("/api/auth/refresh", { method: "POST", body: {} })
     .then(adopt)
@@ -243,6 +245,7 @@ function setPhase(phase, message) {
   status.textContent = message;
   $("on-air").hidden = phase !== "live";
   updateControls();
+  studioEvents.dispatchEvent(new CustomEvent("phase", { detail: { phase, room: studio.room, socket: studio.socket } }));
 }
 
 function updateControls() {
