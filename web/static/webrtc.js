@@ -54,8 +54,8 @@ export async function newPeerConnection() {
   }
 }
 
-// Our offer over the live-room socket (a LiveSocket): `event` is "publish", "subscribe" or "renegotiate"
-// (docs/events.md), `payload` its other fields. Resolves with the ack ({session_id, sdp, codecs}) once the answer is applied.
+// Our offer over the live-room socket (a LiveSocket): `event` is "publish", "subscribe" or "renegotiate" as
+// docs/events.md describes them, `payload` its other fields. Resolves with the ack ({session_id, sdp, codecs}) once the answer is applied.
 export async function exchangeOverSocket(pc, socket, event, payload) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc);
