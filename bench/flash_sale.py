@@ -106,7 +106,7 @@ async def _buy(http: aiohttp.ClientSession, shared: Shared, result: WorkerResult
         try:
             headers = {**auth, "Idempotency-Key": key} if shared.keys else auth
             async with http.post(reserve_url, json={"quantity": 1}, headers=headers) as r:
-                status, body = r.status, await r.json()
+                status, body, retry_after = r.status, await r.json(), r.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, ValueError):
             result.errors += 1
             await asyncio.sleep(RETRY_JITTER_S)
@@ -123,6 +123,9 @@ async def _buy(http: aiohttp.ClientSession, shared: Shared, result: WorkerResult
         error = body.get("error", {}) if isinstance(body, dict) else {}
         code = error.get("code", "")
         result.answers[code or str(status)] += 1
+        if code == "rate_limited":  # over the per-account limit: wait as told (Retry-After), like any client
+            await asyncio.sleep(float(retry_after or 1) * rng.uniform(0.5, 1.0))
+            continue
         if code != "sold_out":
             result.errors += 1
         if shared.polite:  # a well-behaved client asks again when the server says it makes sense

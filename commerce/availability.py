@@ -17,7 +17,6 @@ moment the stock runs out instead of queueing for the writer one by one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 import weakref
@@ -34,6 +33,7 @@ from store.database import after_commit
 
 TTL_MS = 500
 DATABASE_FIRST_LIMIT_S = 1.0
+RELEASE_PER_TURN = 32
 
 
 @dataclass
@@ -50,8 +50,10 @@ class Availability:
     def __init__(self, ttl_ms: int = TTL_MS) -> None:
         self.ttl_ms = ttl_ms
         self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._releasing = False
+        self._park_timer: asyncio.TimerHandle | None = None
+        self.release_per_turn = int(__import__("os").environ.get("PACE", str(RELEASE_PER_TURN)))
         self._levels: dict[int, dict[int, tuple[int, float]]] = {}
         self._only_variant: dict[int, int] = {}
         self._lines: dict[int, _Line] = {}
@@ -90,25 +92,54 @@ class Availability:
 
     def database_began(self) -> None:
         self._busy += 1
-        self._idle.clear()
 
     def database_ended(self) -> None:
         self._busy = max(0, self._busy - 1)
-        if not self._busy:
-            self._idle.set()
+        if not self._busy and self._parked:
+            self._start_release()
 
     async def after_database(self, limit_s: float = DATABASE_FIRST_LIMIT_S) -> None:
-        """Wait (at most `limit_s`) until this process has no database connection checked out.
+        """Wait while this process's SQLite writer is in use (at most `limit_s` after the first request
+        parked in that spell), then for a release slot: at most `release_per_turn` parked requests go on per
+        event-loop turn, in arrival order.
 
         Refusals answer from memory in microseconds, so a flood of them can fill every turn of the event
         loop, and each SQLite statement (which runs on a thread and comes back through the loop) then waits
         several of those turns: checkouts and payments would crawl while holding the single writer. Parking
-        refusals while the database is in use keeps the turns short, so database work finishes at full
-        speed; the refusals go out right after.
+        refusals while the writer is in use keeps the turns short, so write transactions finish at full
+        speed; releasing the parked ones a few per turn keeps the next transaction from starting in a turn
+        that answers thousands of them at once.
         """
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), limit_s)
+        if not self._busy and not self._parked:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._parked.append(future)
+        if not self._busy:
+            self._start_release()
+        elif self._park_timer is None and not self._releasing:
+            self._park_timer = loop.call_later(limit_s, self._start_release)
+        await future
+
+    def _start_release(self) -> None:
+        if self._park_timer is not None:
+            self._park_timer.cancel()
+            self._park_timer = None
+        if not self._releasing:
+            self._releasing = True
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        released = 0
+        while self._parked and released < self.release_per_turn:
+            future = self._parked.popleft()
+            if not future.done():
+                future.set_result(None)
+                released += 1
+        if self._parked:
+            asyncio.get_running_loop().call_soon(self._release)
+        else:
+            self._releasing = False
 
     def _width(self, product_id: int, variant_id: int | None) -> int:
         """How many reserves may be in the write path at once: as many as units were last seen free (they can
@@ -170,11 +201,12 @@ class Availability:
 _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine: Engine, reader: Engine | None = None) -> Availability:
+def for_engine(engine: Engine) -> Availability:
     """The hints of the database behind `engine` (the writer's sync engine), created on first use.
 
-    On SQLite, connections checked out of the writer's and the reader's pools are counted for
-    `after_database` (pool check-outs and check-ins always pair up, whatever happens to a transaction). On
+    On SQLite, check-outs of the writer's one connection are counted for `after_database` (pool check-outs
+    and check-ins always pair up, whatever happens to a transaction). Reads are not: they do not hold up the
+    writer, and counting them let every batch of idempotency-key reads park all other refusals. On
     PostgreSQL statements do not wait on threads and writers do not queue for one connection: not counted.
     """
     found = _registry.get(engine)
@@ -182,9 +214,8 @@ def for_engine(engine: Engine, reader: Engine | None = None) -> Availability:
         found = _registry[engine] = Availability()
         if engine.dialect.name == "sqlite":
             hints = found
-            for pool_of in {engine, reader or engine}:
-                event.listen(pool_of, "checkout", lambda *_args: hints.database_began())
-                event.listen(pool_of, "checkin", lambda *_args: hints.database_ended())
+            event.listen(engine, "checkout", lambda *_args: hints.database_began())
+            event.listen(engine, "checkin", lambda *_args: hints.database_ended())
     return found
 
 

@@ -142,7 +142,8 @@ class FlashSaleRow(Base):
     queue_factor: Mapped[int] = mapped_column(Integer)
     token_seconds: Mapped[int] = mapped_column(Integer)
     seed: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    """The lottery's random seed, recorded at the draw so anyone can recompute the ranking."""
+    """A lottery's random seed, chosen when the sale is set; only its SHA-256 is shown until the draw reveals
+    it, so anyone can check the seed was fixed before the entries and recompute the ranking."""
     drawn_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 

@@ -3,6 +3,7 @@ transaction that read them. Money is always integer minor units (cents) next to 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -203,13 +204,19 @@ class FlashSale:
     """Queue mode: purchase tokens out at once, as a multiple of the units still free."""
     token_seconds: int
     seed: str | None
+    """A lottery's seed once drawn (None before: it is secret until the draw)."""
+    seed_hash: str | None
+    """SHA-256 (hex) of a lottery's seed, public from the moment the sale is set: the commitment."""
     drawn_at: int | None
 
     @classmethod
     def from_row(cls, row: FlashSaleRow, currency: str) -> FlashSale:
+        committed = row.seed
         return cls(id=row.id, product_id=row.product_id, price=Money(row.price_minor, currency),
                    starts_at=row.starts_at, ends_at=row.ends_at, admission=pick(row.admission, ADMISSIONS),
-                   queue_factor=row.queue_factor, token_seconds=row.token_seconds, seed=row.seed,
+                   queue_factor=row.queue_factor, token_seconds=row.token_seconds,
+                   seed=committed if row.drawn_at is not None else None,
+                   seed_hash=None if committed is None else hashlib.sha256(committed.encode()).hexdigest(),
                    drawn_at=row.drawn_at)
 
 

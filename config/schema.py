@@ -206,6 +206,7 @@ class RateLimitSettings(Section):
     login_per_minute: int = live(10, ge=1, le=100_000)
     signup_per_hour: int = live(20, ge=1, le=100_000)
     writes_per_minute: int = live(120, ge=1, le=100_000)
+    reserves_per_second: int = live(20, ge=1, le=100_000)
 
 
 class ChatSettings(Section):

@@ -30,7 +30,15 @@ def _limit(settings: RateLimitSettings, scope: RateScope) -> tuple[int, float]:
         return settings.signup_per_hour, 3600.0
     if scope == "write":
         return settings.writes_per_minute, 60.0
+    if scope == "reserve":
+        return settings.reserves_per_second, 1.0
     raise ValueError(f"unknown rate limit scope {scope!r}")
+
+
+def _per_account_only(scope: RateScope) -> bool:
+    """Scopes counted per account alone: reserve, where many honest buyers share one address (a venue's Wi-Fi,
+    a carrier's NAT) and a per-address limit would refuse them together."""
+    return scope == "reserve"
 
 
 @dataclass
@@ -45,7 +53,7 @@ class RateLimiter:
         now = self.clock()
         if len(self._windows) >= _SWEEP_AT:
             self._sweep(now, window)
-        keys = [("ip", address)] if address else []
+        keys = [("ip", address)] if address and not _per_account_only(scope) else []
         if user_id is not None:
             keys.append(("user", str(user_id)))
         retry_after = 0.0

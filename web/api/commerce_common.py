@@ -82,6 +82,8 @@ class SaleOut(BaseModel):
     token_seconds: int
     seed: str | None
     """A lottery's seed, published once drawn, so anyone can recompute the ranking."""
+    seed_sha256: str | None
+    """A lottery's commitment, published from the start: SHA-256 (hex) of the seed the draw will reveal."""
     drawn_at: int | None
     server_time: int
 
@@ -90,7 +92,7 @@ class SaleOut(BaseModel):
         return cls(id=sale.id, product_id=sale.product_id, price_minor=sale.price.amount_minor,
                    currency=sale.price.currency, starts_at=sale.starts_at, ends_at=sale.ends_at,
                    admission=sale.admission, queue_factor=sale.queue_factor, token_seconds=sale.token_seconds,
-                   seed=sale.seed, drawn_at=sale.drawn_at, server_time=now_ms())
+                   seed=sale.seed, seed_sha256=sale.seed_hash, drawn_at=sale.drawn_at, server_time=now_ms())
 
 
 IMAGE_URL_PREFIX = "/api/product-images/"

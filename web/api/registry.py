@@ -21,7 +21,7 @@ from web.errors import ApiError
 from web.ratelimit import RATE_LIMITER
 
 Access = Literal["public", "user", "host", "admin"]
-RateScope = Literal["login", "signup", "write"]
+RateScope = Literal["login", "signup", "write", "reserve"]
 Handler = Callable[..., Awaitable[Any]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
