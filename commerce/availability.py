@@ -53,7 +53,7 @@ class Availability:
         self._parked: deque[asyncio.Future[None]] = deque()
         self._releasing = False
         self._park_timer: asyncio.TimerHandle | None = None
-        self.release_per_turn = int(__import__("os").environ.get("PACE", str(RELEASE_PER_TURN)))
+        self.release_per_turn = RELEASE_PER_TURN
         self._levels: dict[int, dict[int, tuple[int, float]]] = {}
         self._only_variant: dict[int, int] = {}
         self._lines: dict[int, _Line] = {}
