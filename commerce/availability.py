@@ -32,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.database import after_commit
 
 TTL_MS = 500
-DATABASE_FIRST_LIMIT_S = 1.0
+PARK_LIMIT_S = 0.25
+"""Longest a refusal waits for the SQLite writer to be idle before it is answered anyway."""
 RELEASE_PER_TURN = 32
+"""Refusals answered per event-loop turn at most."""
 
 
 @dataclass
@@ -52,8 +54,10 @@ class Availability:
         self._busy = 0
         self._parked: deque[asyncio.Future[None]] = deque()
         self._releasing = False
-        self._park_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._budget = 0
         self.release_per_turn = RELEASE_PER_TURN
+        self.park_limit_s = PARK_LIMIT_S
         self._levels: dict[int, dict[int, tuple[int, float]]] = {}
         self._only_variant: dict[int, int] = {}
         self._lines: dict[int, _Line] = {}
@@ -96,50 +100,57 @@ class Availability:
     def database_ended(self) -> None:
         self._busy = max(0, self._busy - 1)
         if not self._busy and self._parked:
-            self._start_release()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._release_soon()
 
-    async def after_database(self, limit_s: float = DATABASE_FIRST_LIMIT_S) -> None:
-        """Wait while this process's SQLite writer is in use (at most `limit_s` after the first request
-        parked in that spell), then for a release slot: at most `release_per_turn` parked requests go on per
-        event-loop turn, in arrival order.
+    async def refusal_turn(self) -> None:
+        """Wait for this refusal's turn to be answered: at most `release_per_turn` refusals go out per
+        event-loop turn, in arrival order, and none while this process's SQLite writer is in use unless
+        they have waited `park_limit_s`.
 
         Refusals answer from memory in microseconds, so a flood of them can fill every turn of the event
-        loop, and each SQLite statement (which runs on a thread and comes back through the loop) then waits
-        several of those turns: checkouts and payments would crawl while holding the single writer. Parking
-        refusals while the writer is in use keeps the turns short, so write transactions finish at full
-        speed; releasing the parked ones a few per turn keeps the next transaction from starting in a turn
-        that answers thousands of them at once.
+        loop, and each database statement (whose answer comes back through the loop: from SQLite's thread,
+        from PostgreSQL's socket) then waits behind them: checkouts and payments would crawl, on SQLite while
+        holding the single writer. Answering a bounded number per turn keeps every turn short; parking them
+        while the SQLite writer is in use lets its transaction finish at full speed.
         """
-        if not self._busy and not self._parked:
-            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._parked.append(future)
         if not self._busy:
-            self._start_release()
-        elif self._park_timer is None and not self._releasing:
-            self._park_timer = loop.call_later(limit_s, self._start_release)
+            self._release_soon()
+        elif self._timer is None and not self._releasing:
+            self._timer = loop.call_later(self.park_limit_s, self._overdue)
         await future
 
-    def _start_release(self) -> None:
-        if self._park_timer is not None:
-            self._park_timer.cancel()
-            self._park_timer = None
+    def _overdue(self) -> None:
+        """The parked refusals have waited long enough: they go out (paced) even though the writer is busy."""
+        self._timer = None
+        self._budget = len(self._parked)
+        self._release_soon()
+
+    def _release_soon(self) -> None:
         if not self._releasing:
             self._releasing = True
             asyncio.get_running_loop().call_soon(self._release)
 
     def _release(self) -> None:
         released = 0
-        while self._parked and released < self.release_per_turn:
+        while self._parked and released < self.release_per_turn and (not self._busy or self._budget > 0):
             future = self._parked.popleft()
+            self._budget = max(0, self._budget - 1)
             if not future.done():
                 future.set_result(None)
                 released += 1
-        if self._parked:
-            asyncio.get_running_loop().call_soon(self._release)
-        else:
-            self._releasing = False
+        loop = asyncio.get_running_loop()
+        if self._parked and (not self._busy or self._budget > 0):
+            loop.call_soon(self._release)
+            return
+        self._releasing = False
+        if self._parked and self._timer is None:
+            self._timer = loop.call_later(self.park_limit_s, self._overdue)
 
     def _width(self, product_id: int, variant_id: int | None) -> int:
         """How many reserves may be in the write path at once: as many as units were last seen free (they can
@@ -204,7 +215,7 @@ _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDict
 def for_engine(engine: Engine) -> Availability:
     """The hints of the database behind `engine` (the writer's sync engine), created on first use.
 
-    On SQLite, check-outs of the writer's one connection are counted for `after_database` (pool check-outs
+    On SQLite, check-outs of the writer's one connection are counted for `refusal_turn` (pool check-outs
     and check-ins always pair up, whatever happens to a transaction). Reads are not: they do not hold up the
     writer, and counting them let every batch of idempotency-key reads park all other refusals. On
     PostgreSQL statements do not wait on threads and writers do not queue for one connection: not counted.

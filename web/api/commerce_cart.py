@@ -108,7 +108,7 @@ async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
             if admitted:
                 return await run()
     # Sold out as far as this process knows; a key that already has an answer gets that answer replayed.
-    await hints.after_database()
+    await hints.refusal_turn()
     if key is not None and await idempotency.is_stored(db, user_id, key):
         return await run()
     return web.Response(body=SOLD_OUT, status=409, content_type="application/json", charset="utf-8")
