@@ -10,8 +10,9 @@ then runs two phases with the same client processes and connections:
 2. race: every buyer reserves (a fresh Idempotency-Key per attempt unless `--no-keys`; a network error
    retries the same key) until they win, the units are all sold, or `--timeout` passes. A refused buyer
    tries again after 0-50 ms (hammering, as bots do), or with `--polite` after the `retry_after_ms` the
-   refusal suggests. Every fifth buyer who wins abandons the hold (cancels it), so freed units must reach
-   buyers still trying; the other winners check out and pay with the test card.
+   refusal suggests. A `429 rate_limited` (the per-account reserve limit) is waited out as its Retry-After
+   says. Every fifth buyer who wins abandons the hold (cancels it), so freed units must reach buyers still
+   trying; the other winners check out and pay with the test card.
 
 The last line printed is one JSON object: oversold (units sold beyond the stock), unsold_with_demand (units
 not sold although buyers were still trying), reserve_rps (reserve answers, held or refused, per second of
