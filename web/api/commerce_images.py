@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from commerce import images
+from commerce.catalog import product_row, require_owner
 from commerce.image_processing import ImageLimits, process
 from web.api.commerce_common import ProductOut, path_id
 from web.api.common import caller, principal, runtime, settings
@@ -58,6 +59,8 @@ IMAGE_UPLOAD = Upload(field="image", max_bytes=lambda request: settings(request)
            errors=(404, 409), rate_limit="write")
 async def upload_image(request: web.Request, upload: UploadedFile) -> ProductOut:
     product_id = _product_id(request)
+    async with runtime(request).db.read() as session:  # refuse strangers before spending CPU on their file
+        require_owner(await caller(request, session), await product_row(session, product_id))
     processed = await asyncio.to_thread(process, upload.data, _limits(request), upload.field)
     product = await images.add_image(runtime(request).db, image_files(request), principal(request).user_id or 0,
                                      product_id, processed, per_product=settings(request).commerce.images.per_product)
