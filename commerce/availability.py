@@ -52,6 +52,7 @@ class Availability:
     def __init__(self, ttl_ms: int = TTL_MS) -> None:
         self.ttl_ms = ttl_ms
         self._busy = 0
+        self._in_use = 0
         self._parked: deque[asyncio.Future[None]] = deque()
         self._releasing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -94,11 +95,15 @@ class Availability:
         if line is not None:
             self._admit(product_id, line)
 
-    def database_began(self) -> None:
-        self._busy += 1
+    def database_began(self, writer: bool) -> None:
+        """A connection was checked out: `writer`, SQLite's one writer (refusals park), else any connection
+        (refusals are only paced)."""
+        self._in_use += 1
+        self._busy += writer
 
-    def database_ended(self) -> None:
-        self._busy = max(0, self._busy - 1)
+    def database_ended(self, writer: bool) -> None:
+        self._in_use = max(0, self._in_use - 1)
+        self._busy = max(0, self._busy - writer)
         if not self._busy and self._parked:
             if self._timer is not None:
                 self._timer.cancel()
@@ -107,8 +112,8 @@ class Availability:
 
     async def refusal_turn(self) -> None:
         """Wait for this refusal's turn to be answered: at most `release_per_turn` refusals go out per
-        event-loop turn, in arrival order, and none while this process's SQLite writer is in use unless
-        they have waited `park_limit_s`.
+        event-loop turn while the database is in use, in arrival order, and none while this process's SQLite
+        writer is in use unless they have waited `park_limit_s`. Without database work in flight, at once.
 
         Refusals answer from memory in microseconds, so a flood of them can fill every turn of the event
         loop, and each database statement (whose answer comes back through the loop: from SQLite's thread,
@@ -116,6 +121,8 @@ class Availability:
         holding the single writer. Answering a bounded number per turn keeps every turn short; parking them
         while the SQLite writer is in use lets its transaction finish at full speed.
         """
+        if not self._in_use and not self._parked:
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._parked.append(future)
@@ -138,7 +145,8 @@ class Availability:
 
     def _release(self) -> None:
         released = 0
-        while self._parked and released < self.release_per_turn and (not self._busy or self._budget > 0):
+        limit = self.release_per_turn if self._in_use else len(self._parked)  # no statement waits: all at once
+        while self._parked and released < limit and (not self._busy or self._budget > 0):
             future = self._parked.popleft()
             self._budget = max(0, self._budget - 1)
             if not future.done():
@@ -215,18 +223,18 @@ _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDict
 def for_engine(engine: Engine) -> Availability:
     """The hints of the database behind `engine` (the writer's sync engine), created on first use.
 
-    On SQLite, check-outs of the writer's one connection are counted for `refusal_turn` (pool check-outs
-    and check-ins always pair up, whatever happens to a transaction). Reads are not: they do not hold up the
-    writer, and counting them let every batch of idempotency-key reads park all other refusals. On
-    PostgreSQL statements do not wait on threads and writers do not queue for one connection: not counted.
+    Check-outs of its connections are counted for `refusal_turn` (pool check-outs and check-ins always pair
+    up, whatever happens to a transaction). On SQLite that is the one writer connection, for which refusals
+    park; reads are not counted (they do not hold up the writer, and counting them let every batch of
+    idempotency-key reads park all other refusals). On PostgreSQL, any connection: refusals are paced
+    while statements are in flight, never parked (writers do not queue for one connection).
     """
     found = _registry.get(engine)
     if found is None:
         found = _registry[engine] = Availability()
-        if engine.dialect.name == "sqlite":
-            hints = found
-            event.listen(engine, "checkout", lambda *_args: hints.database_began())
-            event.listen(engine, "checkin", lambda *_args: hints.database_ended())
+        hints, writer = found, engine.dialect.name == "sqlite"
+        event.listen(engine, "checkout", lambda *_args: hints.database_began(writer))
+        event.listen(engine, "checkin", lambda *_args: hints.database_ended(writer))
     return found
 
 
