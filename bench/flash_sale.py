@@ -10,8 +10,9 @@ then runs two phases with the same client processes and connections:
 2. race: every buyer reserves (a fresh Idempotency-Key per attempt unless `--no-keys`; a network error
    retries the same key) until they win, the units are all sold, or `--timeout` passes. A refused buyer
    tries again after 0-50 ms (hammering, as bots do), or with `--polite` after the `retry_after_ms` the
-   refusal suggests. Every fifth buyer who wins abandons the hold (cancels it), so freed units must reach
-   buyers still trying; the other winners check out and pay with the test card.
+   refusal suggests. A `429 rate_limited` (the per-account reserve limit) is waited out as its Retry-After
+   says. Every fifth buyer who wins abandons the hold (cancels it), so freed units must reach buyers still
+   trying; the other winners check out and pay with the test card.
 
 The last line printed is one JSON object: oversold (units sold beyond the stock), unsold_with_demand (units
 not sold although buyers were still trying), reserve_rps (reserve answers, held or refused, per second of
@@ -106,7 +107,7 @@ async def _buy(http: aiohttp.ClientSession, shared: Shared, result: WorkerResult
         try:
             headers = {**auth, "Idempotency-Key": key} if shared.keys else auth
             async with http.post(reserve_url, json={"quantity": 1}, headers=headers) as r:
-                status, body = r.status, await r.json()
+                status, body, retry_after = r.status, await r.json(), r.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, ValueError):
             result.errors += 1
             await asyncio.sleep(RETRY_JITTER_S)
@@ -123,6 +124,9 @@ async def _buy(http: aiohttp.ClientSession, shared: Shared, result: WorkerResult
         error = body.get("error", {}) if isinstance(body, dict) else {}
         code = error.get("code", "")
         result.answers[code or str(status)] += 1
+        if code == "rate_limited":  # over the per-account limit: wait as told (Retry-After), like any client
+            await asyncio.sleep(float(retry_after or 1) * rng.uniform(0.5, 1.0))
+            continue
         if code != "sold_out":
             result.errors += 1
         if shared.polite:  # a well-behaved client asks again when the server says it makes sense

@@ -163,16 +163,17 @@ async def use_token(session: AsyncSession, sale: FlashSale, user_id: int, token:
                            {"sale_id": sale.id, "position": position, "server_time": now}, "queue_token")
 
 
-async def draw(session: AsyncSession, sale_id: int, *, seed: str | None = None, now_ms: int | None = None) -> str:
-    """Draw a lottery (the job at `ends_at` does this): record the seed, rank the entries, admit the winners.
-    Drawing again returns the recorded seed and changes nothing."""
+async def draw(session: AsyncSession, sale_id: int, *, now_ms: int | None = None) -> str:
+    """Draw a lottery (the job at `ends_at` does this): rank the entries by the seed committed when the sale
+    was set (its SHA-256 published since), reveal it, admit the winners. Drawing again returns the seed and
+    changes nothing."""
     now = clock.now_ms() if now_ms is None else now_ms
     sale = await _lock_sale(session, sale_id)
     if sale.admission != "lottery":
         raise Conflict("not_a_lottery", "only lotteries are drawn")
     if sale.drawn_at is not None and sale.seed is not None:
         return sale.seed
-    chosen = seed if seed is not None else secrets.token_hex(16)
+    chosen = sale.seed if sale.seed is not None else secrets.token_hex(16)  # (sales set before commit-reveal)
     entry_ids = (await session.execute(select(AdmissionEntryRow.id)
                                        .where(AdmissionEntryRow.sale_id == sale.id))).scalars().all()
     for rank, entry_id in enumerate(draw_order(chosen, entry_ids), start=1):

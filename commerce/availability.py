@@ -17,7 +17,6 @@ moment the stock runs out instead of queueing for the writer one by one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 import weakref
@@ -33,7 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.database import after_commit
 
 TTL_MS = 500
-DATABASE_FIRST_LIMIT_S = 1.0
+PARK_LIMIT_S = 0.25
+"""Longest a refusal waits for the SQLite writer to be idle before it is answered anyway."""
+RELEASE_PER_TURN = 32
+"""Refusals answered per event-loop turn at most."""
 
 
 @dataclass
@@ -50,8 +52,13 @@ class Availability:
     def __init__(self, ttl_ms: int = TTL_MS) -> None:
         self.ttl_ms = ttl_ms
         self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_use = 0
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._releasing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._budget = 0
+        self.release_per_turn = RELEASE_PER_TURN
+        self.park_limit_s = PARK_LIMIT_S
         self._levels: dict[int, dict[int, tuple[int, float]]] = {}
         self._only_variant: dict[int, int] = {}
         self._lines: dict[int, _Line] = {}
@@ -88,27 +95,70 @@ class Availability:
         if line is not None:
             self._admit(product_id, line)
 
-    def database_began(self) -> None:
-        self._busy += 1
-        self._idle.clear()
+    def database_began(self, writer: bool) -> None:
+        """A connection was checked out: `writer`, SQLite's one writer (refusals park), else any connection
+        (refusals are only paced)."""
+        self._in_use += 1
+        self._busy += writer
 
-    def database_ended(self) -> None:
-        self._busy = max(0, self._busy - 1)
-        if not self._busy:
-            self._idle.set()
+    def database_ended(self, writer: bool) -> None:
+        self._in_use = max(0, self._in_use - 1)
+        self._busy = max(0, self._busy - writer)
+        if not self._busy and self._parked:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._release_soon()
 
-    async def after_database(self, limit_s: float = DATABASE_FIRST_LIMIT_S) -> None:
-        """Wait (at most `limit_s`) until this process has no database connection checked out.
+    async def refusal_turn(self) -> None:
+        """Wait for this refusal's turn to be answered: at most `release_per_turn` refusals go out per
+        event-loop turn while the database is in use, in arrival order, and none while this process's SQLite
+        writer is in use unless they have waited `park_limit_s`. Without database work in flight, at once.
 
         Refusals answer from memory in microseconds, so a flood of them can fill every turn of the event
-        loop, and each SQLite statement (which runs on a thread and comes back through the loop) then waits
-        several of those turns: checkouts and payments would crawl while holding the single writer. Parking
-        refusals while the database is in use keeps the turns short, so database work finishes at full
-        speed; the refusals go out right after.
+        loop, and each database statement (whose answer comes back through the loop: from SQLite's thread,
+        from PostgreSQL's socket) then waits behind them: checkouts and payments would crawl, on SQLite while
+        holding the single writer. Answering a bounded number per turn keeps every turn short; parking them
+        while the SQLite writer is in use lets its transaction finish at full speed.
         """
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), limit_s)
+        if not self._in_use and not self._parked:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._parked.append(future)
+        if not self._busy:
+            self._release_soon()
+        elif self._timer is None and not self._releasing:
+            self._timer = loop.call_later(self.park_limit_s, self._overdue)
+        await future
+
+    def _overdue(self) -> None:
+        """The parked refusals have waited long enough: they go out (paced) even though the writer is busy."""
+        self._timer = None
+        self._budget = len(self._parked)
+        self._release_soon()
+
+    def _release_soon(self) -> None:
+        if not self._releasing:
+            self._releasing = True
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        released = 0
+        limit = self.release_per_turn if self._in_use else len(self._parked)  # no statement waits: all at once
+        while self._parked and released < limit and (not self._busy or self._budget > 0):
+            future = self._parked.popleft()
+            self._budget = max(0, self._budget - 1)
+            if not future.done():
+                future.set_result(None)
+                released += 1
+        loop = asyncio.get_running_loop()
+        if self._parked and (not self._busy or self._budget > 0):
+            loop.call_soon(self._release)
+            return
+        self._releasing = False
+        if self._parked and self._timer is None:
+            self._timer = loop.call_later(self.park_limit_s, self._overdue)
 
     def _width(self, product_id: int, variant_id: int | None) -> int:
         """How many reserves may be in the write path at once: as many as units were last seen free (they can
@@ -170,21 +220,21 @@ class Availability:
 _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine: Engine, reader: Engine | None = None) -> Availability:
+def for_engine(engine: Engine) -> Availability:
     """The hints of the database behind `engine` (the writer's sync engine), created on first use.
 
-    On SQLite, connections checked out of the writer's and the reader's pools are counted for
-    `after_database` (pool check-outs and check-ins always pair up, whatever happens to a transaction). On
-    PostgreSQL statements do not wait on threads and writers do not queue for one connection: not counted.
+    Check-outs of its connections are counted for `refusal_turn` (pool check-outs and check-ins always pair
+    up, whatever happens to a transaction). On SQLite that is the one writer connection, for which refusals
+    park; reads are not counted (they do not hold up the writer, and counting them let every batch of
+    idempotency-key reads park all other refusals). On PostgreSQL, any connection: refusals are paced
+    while statements are in flight, never parked (writers do not queue for one connection).
     """
     found = _registry.get(engine)
     if found is None:
         found = _registry[engine] = Availability()
-        if engine.dialect.name == "sqlite":
-            hints = found
-            for pool_of in {engine, reader or engine}:
-                event.listen(pool_of, "checkout", lambda *_args: hints.database_began())
-                event.listen(pool_of, "checkin", lambda *_args: hints.database_ended())
+        hints, writer = found, engine.dialect.name == "sqlite"
+        event.listen(engine, "checkout", lambda *_args: hints.database_began(writer))
+        event.listen(engine, "checkin", lambda *_args: hints.database_ended(writer))
     return found
 
 

@@ -1,5 +1,7 @@
 """Products a host sells, their variants (size, colour) with SKU and stock, and the host's shipping rate.
 
+Images are added, removed and reordered in `commerce.images`; products read here come with them.
+
 A product without variants gets one default variant, so stock, holds and orders always deal with variants.
 Every function takes the caller's session; functions that write need one from `Database.write()`.
 Stock changes made here go through `commerce.inventory`, which emits the `stock.changed` events.
@@ -18,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
 from accounts.user import User
 from commerce import inventory
-from commerce.models import HostSettingsRow, ProductRow, VariantRow
-from commerce.values import LIMIT_SCOPES, PRODUCT_STATUSES, HostSettings, Money, Product, Variant
+from commerce.models import HostSettingsRow, ProductImageRow, ProductRow, VariantRow
+from commerce.values import LIMIT_SCOPES, PRODUCT_STATUSES, HostSettings, Money, Product, ProductImage, Variant
 from rooms.service import validate_title
 from store import clock
 
@@ -108,7 +110,7 @@ def _require_seller(user: User) -> None:
         raise Forbidden("not_a_host", "only hosts and admins sell products")
 
 
-def _require_owner(user: User, row: ProductRow) -> None:
+def require_owner(user: User, row: ProductRow) -> None:
     if user.disabled or not (user.is_admin or user.id == row.owner_id):
         raise Forbidden("not_product_owner", "only the product's owner or an admin can change it")
 
@@ -131,7 +133,7 @@ async def product_row(session: AsyncSession, product_id: int) -> ProductRow:
 async def get_product(session: AsyncSession, product_id: int) -> Product:
     """The product with its variants as stored now; NotFound("product_not_found") otherwise."""
     row = await product_row(session, product_id)
-    return Product.from_row(row, await _variants(session, row.id))
+    return await complete_product(session, row)
 
 
 async def visible_product(session: AsyncSession, product_id: int, viewer: User | None) -> Product:
@@ -169,7 +171,7 @@ async def create_product(session: AsyncSession, owner: User, title: str, price_m
                                position=position, available=_validate_stock(spec.stock, "variants"), held=0, sold=0,
                                created_at=now))
     await session.flush()
-    return Product.from_row(row, await _variants(session, row.id))
+    return await complete_product(session, row)
 
 
 async def update_product(session: AsyncSession, actor: User, product_id: int, *, title: str | None = None,
@@ -178,7 +180,7 @@ async def update_product(session: AsyncSession, actor: User, product_id: int, *,
                          limit_scope: str | None = None, now_ms: int | None = None) -> Product:
     """Change what is given (owner or admin). The currency never changes: holds and orders quote it."""
     row = await product_row(session, product_id)
-    _require_owner(actor, row)
+    require_owner(actor, row)
     if title is not None:
         row.title = validate_title(title)
     if description is not None:
@@ -195,13 +197,13 @@ async def update_product(session: AsyncSession, actor: User, product_id: int, *,
         row.limit_scope = _choice(limit_scope, LIMIT_SCOPES, "limit_scope")
     row.updated_at = clock.now_ms() if now_ms is None else now_ms
     await session.flush()
-    return Product.from_row(row, await _variants(session, row.id))
+    return await complete_product(session, row)
 
 
 async def add_variant(session: AsyncSession, actor: User, product_id: int, spec: VariantSpec) -> Product:
     """Add a variant with its own SKU and stock (owner or admin); Conflict("duplicate_sku") if the SKU is used."""
     row = await product_row(session, product_id)
-    _require_owner(actor, row)
+    require_owner(actor, row)
     existing = await _variants(session, row.id)
     if len(existing) >= VARIANTS_MAX:
         raise Invalid("invalid_variants", f"a product has at most {VARIANTS_MAX} variants", "variants")
@@ -212,7 +214,7 @@ async def add_variant(session: AsyncSession, actor: User, product_id: int, spec:
                            position=len(existing), available=_validate_stock(spec.stock), held=0, sold=0,
                            created_at=clock.now_ms()))
     await session.flush()
-    return Product.from_row(row, await _variants(session, row.id))
+    return await complete_product(session, row)
 
 
 async def adjust_stock(session: AsyncSession, actor: User, product_id: int, variant_id: int, delta: int) -> Variant:
@@ -221,7 +223,7 @@ async def adjust_stock(session: AsyncSession, actor: User, product_id: int, vari
     Held and sold units are never touched: taking off more than is free is Conflict("not_enough_free_stock").
     """
     row = await product_row(session, product_id)
-    _require_owner(actor, row)
+    require_owner(actor, row)
     if not -STOCK_MAX <= delta <= STOCK_MAX or delta == 0:
         raise Invalid("invalid_delta", f"delta must be a non-zero number within ±{STOCK_MAX}", "delta")
     return await inventory.restock(session, product_id, variant_id, delta)
@@ -237,26 +239,39 @@ async def list_products(session: AsyncSession, *, owner_id: int | None = None, s
         query = query.where(ProductRow.status == _choice(status, PRODUCT_STATUSES, "status"))
     query = query.limit(max(1, min(limit, LIST_MAX_LIMIT))).offset(max(0, offset))
     rows = (await session.execute(query.execution_options(populate_existing=True))).scalars().all()
-    return await _with_variants(session, list(rows))
+    return await _complete(session, list(rows))
 
 
 async def products_by_id(session: AsyncSession, product_ids: list[int]) -> dict[int, Product]:
     """The products among `product_ids` that exist, with their variants."""
     rows = (await session.execute(select(ProductRow).where(ProductRow.id.in_(product_ids))
                                   .execution_options(populate_existing=True))).scalars().all()
-    return {product.id: product for product in await _with_variants(session, list(rows))}
+    return {product.id: product for product in await _complete(session, list(rows))}
 
 
-async def _with_variants(session: AsyncSession, rows: list[ProductRow]) -> list[Product]:
+async def complete_product(session: AsyncSession, row: ProductRow) -> Product:
+    """The product of `row` with its variants and images as stored now."""
+    return (await _complete(session, [row]))[0]
+
+
+async def _complete(session: AsyncSession, rows: list[ProductRow]) -> list[Product]:
     if not rows:
         return []
-    variants = (await session.execute(select(VariantRow).where(VariantRow.product_id.in_([r.id for r in rows]))
+    ids = [row.id for row in rows]
+    variants = (await session.execute(select(VariantRow).where(VariantRow.product_id.in_(ids))
                                       .order_by(VariantRow.position, VariantRow.id)
                                       .execution_options(populate_existing=True))).scalars().all()
+    images = (await session.execute(select(ProductImageRow).where(ProductImageRow.product_id.in_(ids))
+                                    .order_by(ProductImageRow.position, ProductImageRow.id)
+                                    .execution_options(populate_existing=True))).scalars().all()
     by_product: dict[int, list[Variant]] = {}
     for variant in variants:
         by_product.setdefault(variant.product_id, []).append(Variant.from_row(variant))
-    return [Product.from_row(row, tuple(by_product.get(row.id, ()))) for row in rows]
+    images_of: dict[int, list[ProductImage]] = {}
+    for image in images:
+        images_of.setdefault(image.product_id, []).append(ProductImage.from_row(image))
+    return [Product.from_row(row, tuple(by_product.get(row.id, ())), tuple(images_of.get(row.id, ())))
+            for row in rows]
 
 
 async def host_settings(session: AsyncSession, user_id: int, default_currency: str) -> HostSettings:

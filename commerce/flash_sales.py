@@ -10,6 +10,8 @@ seed decides the order; purchases start at the draw). See `commerce.admission`.
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,7 +109,10 @@ async def set_sale(session: AsyncSession, actor: User, product_id: int, *, price
     row.price_minor = price_minor
     row.starts_at, row.ends_at = starts_at, ends_at
     row.admission, row.queue_factor, row.token_seconds = admission, queue_factor, token_seconds
-    row.seed, row.drawn_at = None, None
+    # Commit-reveal: a lottery's seed is chosen now, before any entry, and only its SHA-256 is published
+    # until the draw reveals it (a changed sale commits to a new seed; entries open only at starts_at).
+    row.seed = secrets.token_hex(16) if admission == "lottery" else None
+    row.drawn_at = None
     await session.flush()
     if admission == "lottery":
         await schedule(session, LOTTERY_DRAW, ends_at, {"sale_id": row.id}, key=draw_key(row.id))

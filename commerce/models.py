@@ -88,6 +88,26 @@ class VariantRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class ProductImageRow(Base):
+    """A product photo as stored: a re-encoded file under a random name, plus its thumbnails, in order."""
+
+    __tablename__ = "product_images"
+    __table_args__ = (CheckConstraint("format IN ('jpg', 'png', 'webp')", name="format"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    product_id: Mapped[int] = mapped_column(BigId, ForeignKey(ProductRow.id, ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    """Random hex: the stored files are `name.format` and `name-SIZE.format`."""
+    format: Mapped[str] = mapped_column(String(4))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    thumbnails: Mapped[list[list[int]]] = mapped_column(JSON)
+    """[[size, width, height], ...] for each thumbnail made."""
+    position: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class LineupItemRow(Base):
     """A product offered in a show, in order, optionally at a show price."""
 
@@ -122,7 +142,8 @@ class FlashSaleRow(Base):
     queue_factor: Mapped[int] = mapped_column(Integer)
     token_seconds: Mapped[int] = mapped_column(Integer)
     seed: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    """The lottery's random seed, recorded at the draw so anyone can recompute the ranking."""
+    """A lottery's random seed, chosen when the sale is set; only its SHA-256 is shown until the draw reveals
+    it, so anyone can check the seed was fixed before the entries and recompute the ranking."""
     drawn_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 

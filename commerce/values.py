@@ -3,6 +3,7 @@ transaction that read them. Money is always integer minor units (cents) next to 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -16,6 +17,7 @@ from commerce.models import (
     OrderLineRow,
     OrderRow,
     PaymentRow,
+    ProductImageRow,
     ProductRow,
     VariantRow,
 )
@@ -84,6 +86,44 @@ class Variant:
                    position=row.position, available=row.available, held=row.held, sold=row.sold)
 
 
+IMAGE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    size: int
+    """The longest side asked for; width and height fit inside it (never upscaled)."""
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ProductImage:
+    id: int
+    product_id: int
+    name: str
+    extension: str
+    width: int
+    height: int
+    bytes: int
+    position: int
+    thumbnails: tuple[Thumbnail, ...]
+
+    @property
+    def content_type(self) -> str:
+        return IMAGE_TYPES[self.extension]
+
+    def file_name(self, size: int | None = None) -> str:
+        """The stored file of the image (size None) or of one of its thumbnails."""
+        return f"{self.name}.{self.extension}" if size is None else f"{self.name}-{size}.{self.extension}"
+
+    @classmethod
+    def from_row(cls, row: ProductImageRow) -> ProductImage:
+        return cls(id=row.id, product_id=row.product_id, name=row.name, extension=row.format, width=row.width,
+                   height=row.height, bytes=row.bytes, position=row.position,
+                   thumbnails=tuple(Thumbnail(size, width, height) for size, width, height in row.thumbnails))
+
+
 @dataclass(frozen=True)
 class Product:
     id: int
@@ -98,17 +138,19 @@ class Product:
     created_at: int
     updated_at: int
     variants: tuple[Variant, ...]
+    images: tuple[ProductImage, ...] = ()
 
     @property
     def available(self) -> int:
         return sum(variant.available for variant in self.variants)
 
     @classmethod
-    def from_row(cls, row: ProductRow, variants: tuple[Variant, ...]) -> Product:
+    def from_row(cls, row: ProductRow, variants: tuple[Variant, ...],
+                 images: tuple[ProductImage, ...] = ()) -> Product:
         return cls(id=row.id, owner_id=row.owner_id, title=row.title, description=row.description,
                    price=Money(row.price_minor, row.currency), status=pick(row.status, PRODUCT_STATUSES),
                    purchase_limit=row.purchase_limit, limit_scope=pick(row.limit_scope, LIMIT_SCOPES),
-                   created_at=row.created_at, updated_at=row.updated_at, variants=variants)
+                   created_at=row.created_at, updated_at=row.updated_at, variants=variants, images=images)
 
 
 @dataclass(frozen=True)
@@ -162,13 +204,19 @@ class FlashSale:
     """Queue mode: purchase tokens out at once, as a multiple of the units still free."""
     token_seconds: int
     seed: str | None
+    """A lottery's seed once drawn (None before: it is secret until the draw)."""
+    seed_hash: str | None
+    """SHA-256 (hex) of a lottery's seed, public from the moment the sale is set: the commitment."""
     drawn_at: int | None
 
     @classmethod
     def from_row(cls, row: FlashSaleRow, currency: str) -> FlashSale:
+        committed = row.seed
         return cls(id=row.id, product_id=row.product_id, price=Money(row.price_minor, currency),
                    starts_at=row.starts_at, ends_at=row.ends_at, admission=pick(row.admission, ADMISSIONS),
-                   queue_factor=row.queue_factor, token_seconds=row.token_seconds, seed=row.seed,
+                   queue_factor=row.queue_factor, token_seconds=row.token_seconds,
+                   seed=committed if row.drawn_at is not None else None,
+                   seed_hash=None if committed is None else hashlib.sha256(committed.encode()).hexdigest(),
                    drawn_at=row.drawn_at)
 
 

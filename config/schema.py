@@ -177,10 +177,28 @@ class RecordingsSettings(Section):
     retention_days: int = live(30, ge=0, le=36_500)
 
 
+class ProductImageSettings(Section):
+    max_bytes: int = live(10_485_760, ge=1024, le=104_857_600)
+    max_pixels: int = live(40_000_000, ge=1, le=400_000_000)
+    max_side: int = live(10_000, ge=16, le=65_535)
+    thumbnail_sizes: list[int] = live([160, 480])
+    per_product: int = live(10, ge=1, le=100)
+
+    @field_validator("thumbnail_sizes")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        if not 1 <= len(value) <= 5 or any(not 16 <= size <= 2048 for size in value):
+            raise ValueError("give 1-5 sizes, each 16-2048 pixels")
+        if len(set(value)) != len(value):
+            raise ValueError("sizes must differ")
+        return sorted(value)
+
+
 class CommerceSettings(Section):
     currency: str = live("USD", pattern=r"^[A-Z]{3}$")
     hold_seconds: int = live(300, ge=10, le=86_400)
     tax_rate_basis_points: int = live(0, ge=0, le=10_000)
+    images: ProductImageSettings = ProductImageSettings()
 
 
 class PaymentsSettings(Section):
@@ -207,6 +225,7 @@ class RateLimitSettings(Section):
     login_per_minute: int = live(10, ge=1, le=100_000)
     signup_per_hour: int = live(20, ge=1, le=100_000)
     writes_per_minute: int = live(120, ge=1, le=100_000)
+    reserves_per_second: int = live(20, ge=1, le=100_000)
 
 
 class ChatSettings(Section):

@@ -13,10 +13,12 @@ import pytest
 from accounts.service import find_user_by_email
 from commerce import availability
 from commerce.payments import DECLINE_CARD, SIGNATURE_HEADER, TestProvider
+from config import apply_overrides
 from rooms import service as rooms
 from rooms.live import go_live
 from store import now_ms
 from tests.api_client import SECRET, Client, bearer, database, make_user
+from web.middleware import CONFIG
 
 ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH",
            "country": "GB"}
@@ -256,6 +258,8 @@ async def test_sold_out_refusals_skip_the_writer_but_never_a_stored_answer(clien
     second = await bearer(client, "second@example.com")
     pid = (await _json(await client.post("/api/products", headers=host, json={
         "title": "Last one", "price_minor": 100, "stock": 1, "status": "active"}), 201))["id"]
+    holder = client.server.app[CONFIG]  # this test taps faster than an account may (reserves_per_second)
+    holder.current = apply_overrides(holder.current, {"rate_limits.reserves_per_second": 1000})
     keyed = {**first, "Idempotency-Key": "only-tap"}
     hold = await _json(await client.post(f"/api/products/{pid}/reserve", headers=keyed, json={}), 201)
     hints = availability.for_engine(database(client).writer.sync_engine)
@@ -286,3 +290,40 @@ async def test_sold_out_refusals_skip_the_writer_but_never_a_stored_answer(clien
     await _json(await client.delete(f"/api/holds/{hold['id']}", headers=first), 200)
     assert hints.free(pid, None) == 1
     await _json(await client.post(f"/api/products/{pid}/reserve", headers=second, json={}), 201)
+
+
+async def test_reserve_is_rate_limited_per_account_not_per_address(client: Client) -> None:
+    host = await bearer(client, "host@example.com", "host")
+    bot = await bearer(client, "bot@example.com")
+    neighbour = await bearer(client, "neighbour@example.com")  # same address (loopback) as the bot
+    pid = (await _json(await client.post("/api/products", headers=host, json={
+        "title": "Hyped", "price_minor": 100, "stock": 0, "status": "active"}), 201))["id"]
+    holder = client.server.app[CONFIG]
+    holder.current = apply_overrides(holder.current, {"rate_limits.reserves_per_second": 3})
+    for _ in range(3):
+        await _error(await client.post(f"/api/products/{pid}/reserve", headers=bot, json={}), 409, "sold_out")
+    limited = await client.post(f"/api/products/{pid}/reserve", headers=bot, json={})
+    await _error(limited, 429, "rate_limited")
+    assert limited.headers["Retry-After"] == "1"
+    for _ in range(3):
+        await _error(await client.post(f"/api/products/{pid}/reserve", headers=neighbour, json={}), 409, "sold_out")
+    await asyncio.sleep(1.05)
+    await _error(await client.post(f"/api/products/{pid}/reserve", headers=bot, json={}), 409, "sold_out")
+
+
+async def test_a_lottery_publishes_the_hash_of_its_seed_before_entries(client: Client) -> None:
+    host = await bearer(client, "host@example.com", "host")
+    pid = (await _json(await client.post("/api/products", headers=host, json={
+        "title": "Drop", "price_minor": 100, "stock": 2, "status": "active"}), 201))["id"]
+    starts = now_ms() + 60_000
+    sale = await _json(await client.put(f"/api/products/{pid}/sale", headers=host, json={
+        "price_minor": 90, "starts_at": starts, "ends_at": starts + 60_000, "admission": "lottery"}), 200)
+    assert sale["seed"] is None and len(sale["seed_sha256"]) == 64
+    shown = await _json(await client.get(f"/api/flash-sales/{sale['id']}"), 200)
+    assert shown["seed"] is None and shown["seed_sha256"] == sale["seed_sha256"]
+    changed = await _json(await client.put(f"/api/products/{pid}/sale", headers=host, json={
+        "price_minor": 80, "starts_at": starts, "ends_at": starts + 60_000, "admission": "lottery"}), 200)
+    assert changed["seed_sha256"] != sale["seed_sha256"]  # a changed sale commits to a new seed
+    open_sale = await _json(await client.put(f"/api/products/{pid}/sale", headers=host, json={
+        "price_minor": 80, "starts_at": starts, "ends_at": starts + 60_000}), 200)
+    assert open_sale["seed"] is None and open_sale["seed_sha256"] is None

@@ -67,3 +67,47 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
     release.set()
     await first
     assert waiter.cancelled() and not hints._lines
+
+
+async def _answered_per_turn(hints: Availability, waiters: list[asyncio.Task[None]], turns: int) -> list[int]:
+    """How many of `waiters` are done after each of `turns` event-loop turns."""
+    counts = []
+    for _ in range(turns):
+        await asyncio.sleep(0)
+        counts.append(sum(waiter.done() for waiter in waiters))
+    return counts
+
+
+async def test_refusals_are_answered_a_bounded_number_per_loop_turn_in_order() -> None:
+    hints = Availability()
+    hints.release_per_turn = 10
+    hints.database_began(writer=False)  # statements in flight: refusals are paced
+    order: list[int] = []
+
+    async def refuse(index: int) -> None:
+        await hints.refusal_turn()
+        order.append(index)
+
+    waiters = [asyncio.create_task(refuse(index)) for index in range(35)]
+    counts = await _answered_per_turn(hints, waiters, 12)
+    assert all(later - earlier <= 10 for earlier, later in zip([0, *counts], counts, strict=False))
+    assert counts[-1] == 35 and order == list(range(35))
+    hints.database_ended(writer=False)
+    await asyncio.wait_for(hints.refusal_turn(), 0.1)  # nothing in flight: answered at once
+
+
+async def test_refusals_wait_for_the_sqlite_writer_but_not_for_long() -> None:
+    hints = Availability()
+    hints.park_limit_s = 0.2
+    hints.database_began(writer=True)  # a write transaction holds the writer
+    parked = [asyncio.create_task(hints.refusal_turn()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in parked)
+    hints.database_ended(writer=True)  # the writer is free: they go out at once
+    await asyncio.wait_for(asyncio.gather(*parked), 1)
+
+    hints.database_began(writer=True)  # a writer that stays busy: the refusals still go out after park_limit_s
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(asyncio.gather(*(hints.refusal_turn() for _ in range(5))), 1)
+    assert 0.15 <= asyncio.get_running_loop().time() - started < 0.5
+    hints.database_ended(writer=True)

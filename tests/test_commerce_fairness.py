@@ -4,6 +4,7 @@ durations, refusals before and after the window, queue order and tokens, reprodu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 from sqlalchemy import select
@@ -176,24 +177,26 @@ async def test_a_lottery_draw_is_reproducible_from_its_seed(db: Database) -> Non
     with pytest.raises(DetailedConflict) as not_yet:
         await join(db, sale_id, buyers[0], at=now)
     assert not_yet.value.code == "sale_not_started"
+    async with db.read() as session:
+        before = await flash_sales.get_sale(session, sale_id)
+    assert before.seed is None and before.seed_hash is not None and len(before.seed_hash) == 64  # committed
     for buyer in buyers:
         entered = await join(db, sale_id, buyer, at=now + MINUTE)
         assert entered.status == "waiting" and entered.position is None and entered.rank is None
 
     async with db.write() as session:
-        seed = await admission.draw(session, sale_id, seed="audit-me", now_ms=now + 2 * MINUTE)
-    assert seed == "audit-me"
+        seed = await admission.draw(session, sale_id, now_ms=now + 2 * MINUTE)
+    assert hashlib.sha256(seed.encode()).hexdigest() == before.seed_hash  # revealed: the seed committed to
     async with db.read() as session:
         entries = (await session.execute(select(AdmissionEntryRow.id, AdmissionEntryRow.rank, AdmissionEntryRow.status)
                                          .where(AdmissionEntryRow.sale_id == sale_id))).all()
         sale = await flash_sales.get_sale(session, sale_id)
-    assert sale.seed == "audit-me" and sale.drawn_at == now + 2 * MINUTE
+    assert sale.seed == seed and sale.seed_hash == before.seed_hash and sale.drawn_at == now + 2 * MINUTE
     by_rank = [entry.id for entry in sorted(entries, key=lambda entry: entry.rank)]
-    assert by_rank == admission.draw_order("audit-me", [entry.id for entry in entries])
-    assert by_rank != sorted(by_rank)
+    assert by_rank == admission.draw_order(seed, [entry.id for entry in entries])
     assert {entry.id for entry in entries if entry.status == "admitted"} == set(by_rank[:4])
     async with db.write() as session:
-        assert await admission.draw(session, sale_id, seed="another") == "audit-me"  # drawn once
+        assert await admission.draw(session, sale_id) == seed  # drawn once
     with pytest.raises(DetailedConflict) as closed:
         await join(db, sale_id, (await users(db, 1))[0], at=now + 2 * MINUTE)
     assert closed.value.code == "sale_ended"

@@ -41,7 +41,8 @@ def check(report: dict[str, Any]) -> None:
     assert report["final_stock"] == {"available": 0, "held": 0, "sold": 5}
     assert report["bought"] == 5 and report["paid_units"] == 5
     assert report["reserve_rps"] > 0 and report["trivial_rps"] > 0 and report["p99_ms"] > 0
-    assert report["errors"] == 0 and set(report["answers"]) <= {"held", "sold_out"}
+    # rate_limited: a buyer retrying within ms of a refusal can pass rate_limits.reserves_per_second
+    assert report["errors"] == 0 and set(report["answers"]) <= {"held", "sold_out", "rate_limited"}
 
 
 def test_flash_sale_bench_on_sqlite() -> None:

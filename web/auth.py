@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from accounts.errors import Unauthorized
-from accounts.tokens import Principal, bearer_token, verify_token
+from accounts.token_cache import VerifiedTokens
+from accounts.tokens import Principal, bearer_token
 from web.api.registry import PRINCIPAL, Operation
 from web.errors import ApiError
 
@@ -31,7 +32,9 @@ def _operation(request: web.Request) -> Operation | None:
 
 
 def make_auth_middleware(secret_key: Callable[[], str]) -> Any:
-    """The middleware, reading the signing key through `secret_key()` (it is known only once services start)."""
+    """The middleware, reading the signing key through `secret_key()` (it is known only once services start).
+    Verified tokens are remembered until they expire (`accounts.token_cache`)."""
+    tokens = VerifiedTokens()
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -44,7 +47,7 @@ def make_auth_middleware(secret_key: Callable[[], str]) -> Any:
         needs_caller = operation is not None and operation.access != "public"
         if token is not None:
             try:
-                principal = verify_token(token, secret_key())
+                principal = tokens.verify(token, secret_key())
             except Unauthorized as exc:
                 if needs_caller:
                     raise ApiError(401, exc.code, exc.message) from None

@@ -103,9 +103,11 @@ def _cors_headers(origin: str | None) -> dict[str, str]:
 async def body_limit_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse oversized bodies up front from the live limit (aiohttp's own limit is fixed at start)."""
     limit = request.app[CONFIG].current.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    own_limit = getattr(request.match_info.handler, "checks_body_size", False)  # an upload names its field
+    if not own_limit and request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
                                             text=f"request body over the {limit}-byte limit")
-    request._client_max_size = limit  # enforced by aiohttp while reading chunked bodies
+    if not own_limit:
+        request._client_max_size = limit  # enforced by aiohttp while reading chunked bodies
     response: web.StreamResponse = await handler(request)
     return response

@@ -39,7 +39,15 @@ def _limit(settings: RateLimitSettings, scope: RateScope) -> tuple[int, float]:
         return settings.signup_per_hour, 3600.0
     if scope == "write":
         return settings.writes_per_minute, 60.0
+    if scope == "reserve":
+        return settings.reserves_per_second, 1.0
     raise ValueError(f"unknown rate limit scope {scope!r}")
+
+
+def _per_account_only(scope: RateScope) -> bool:
+    """Scopes counted per account alone: reserve, where many honest buyers share one address (a venue's Wi-Fi,
+    a carrier's NAT) and a per-address limit would refuse them together."""
+    return scope == "reserve"
 
 
 class Counters(Protocol):
@@ -97,7 +105,7 @@ class RateLimiter:
     async def check(self, scope: RateScope, address: str | None, user_id: int | None) -> None:
         """Count one request; ApiError 429 "rate_limited" with Retry-After once a counter is over its limit."""
         limit, window = _limit(self.settings(), scope)
-        keys = [f"{scope}:ip:{address}"] if address else []
+        keys = [f"{scope}:ip:{address}"] if address and not _per_account_only(scope) else []
         if user_id is not None:
             keys.append(f"{scope}:user:{user_id}")
         retry_after = 0.0

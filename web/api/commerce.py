@@ -7,10 +7,11 @@ from aiohttp import web
 
 from commerce.idempotency import ensure_purge_scheduled
 from commerce.jobs import HANDLERS
-from web.api import commerce_cart, commerce_catalog, commerce_orders
+from web.api import commerce_cart, commerce_catalog, commerce_images, commerce_orders
 from web.runtime import RUNTIME
 
-operations = [*commerce_catalog.api.operations, *commerce_cart.api.operations, *commerce_orders.api.operations]
+operations = [*commerce_catalog.api.operations, *commerce_images.api.operations, *commerce_cart.api.operations,
+              *commerce_orders.api.operations]
 
 
 def install(app: web.Application) -> None:

@@ -4,12 +4,14 @@ Reserve and checkout honour an `Idempotency-Key` header: a retry with the same k
 (header `Idempotent-Replayed: true`) and never holds or orders twice; the same key with another request is
 409 "idempotency_mismatch". Refusals are 409 with a machine-readable code: sold_out, limit_reached,
 sale_not_started (with `starts_at`), sale_ended, queue_token_required (with `position`).
-Reserve is deliberately not rate limited: the atomic stock, purchase limits and idempotency bound what a
-fast client can take, and a flash sale is exactly when buyers press the button repeatedly.
+Reserve is rate limited per account only (`rate_limits.reserves_per_second`), never per address: buyers of
+one venue share an address, and the atomic stock, purchase limits and idempotency already bound what a fast
+client can take; the limit only keeps a bot's polling from crowding out everyone else's answers.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +27,8 @@ from web.api.registry import Api
 
 api = Api()
 REPLAYED_HEADER = "Idempotent-Replayed"
-SOLD_OUT = error_body(inventory.sold_out())
+SOLD_OUT = json.dumps(error_body(inventory.sold_out())).encode()
+"""The sold-out refusal answered from memory, serialised once: it is the answer most requests of a flash sale get."""
 
 
 class ReserveIn(BaseModel):
@@ -80,14 +83,15 @@ def _key(request: web.Request) -> str | None:
 
 
 @api.route("POST", "/api/products/{id}/reserve", summary="Hold units for you until a deadline (Idempotency-Key)",
-           tag="cart", access="user", body=ReserveIn, response=HoldOut, status=201, errors=(404, 409))
+           tag="cart", access="user", body=ReserveIn, response=HoldOut, status=201, errors=(404, 409),
+           rate_limit="reserve")
 async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
     product_id = path_id(request, "id", "product_not_found", "product")
     hold_seconds = settings(request).commerce.hold_seconds
     db = runtime(request).db
     user_id = principal(request).user_id or 0
     key = _key(request)
-    hints = availability.for_engine(db.writer.sync_engine, db.reader.sync_engine)
+    hints = availability.for_engine(db.writer.sync_engine)
 
     async def action(session: AsyncSession) -> tuple[int, dict[str, Any]]:
         hold = await inventory.reserve(session, await caller(request, session), product_id,
@@ -104,10 +108,10 @@ async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
             if admitted:
                 return await run()
     # Sold out as far as this process knows; a key that already has an answer gets that answer replayed.
-    await hints.after_database()
+    await hints.refusal_turn()
     if key is not None and await idempotency.is_stored(db, user_id, key):
         return await run()
-    return web.json_response(SOLD_OUT, status=409)
+    return web.Response(body=SOLD_OUT, status=409, content_type="application/json", charset="utf-8")
 
 
 @api.route("DELETE", "/api/holds/{id}", summary="Give held units back at once", tag="cart", access="user",

@@ -1,6 +1,6 @@
 """Products with their variants and stock, flash sales, the host's shipping rate, and show lineups.
 
-Product images are not part of this API yet: products are text, prices and stock.
+Product images have their own operations (`web.api.commerce_images`); products listed here carry them.
 """
 
 from __future__ import annotations

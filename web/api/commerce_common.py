@@ -17,7 +17,7 @@ from accounts.errors import NotFound
 from commerce.errors import DetailedConflict
 from commerce.idempotency import error_body
 from commerce.payments import PaymentProvider, TestProvider
-from commerce.values import FlashSale, Hold, HostSettings, LineupEntry, Order, Product, Ticket, Variant
+from commerce.values import FlashSale, Hold, HostSettings, LineupEntry, Order, Product, ProductImage, Ticket, Variant
 from store import now_ms
 from web.api.common import runtime, settings
 from web.errors import ApiError
@@ -82,6 +82,8 @@ class SaleOut(BaseModel):
     token_seconds: int
     seed: str | None
     """A lottery's seed, published once drawn, so anyone can recompute the ranking."""
+    seed_sha256: str | None
+    """A lottery's commitment, published from the start: SHA-256 (hex) of the seed the draw will reveal."""
     drawn_at: int | None
     server_time: int
 
@@ -90,7 +92,37 @@ class SaleOut(BaseModel):
         return cls(id=sale.id, product_id=sale.product_id, price_minor=sale.price.amount_minor,
                    currency=sale.price.currency, starts_at=sale.starts_at, ends_at=sale.ends_at,
                    admission=sale.admission, queue_factor=sale.queue_factor, token_seconds=sale.token_seconds,
-                   seed=sale.seed, drawn_at=sale.drawn_at, server_time=now_ms())
+                   seed=sale.seed, seed_sha256=sale.seed_hash, drawn_at=sale.drawn_at, server_time=now_ms())
+
+
+IMAGE_URL_PREFIX = "/api/product-images/"
+
+
+class ThumbnailOut(BaseModel):
+    size: int
+    width: int
+    height: int
+    url: str
+
+
+class ImageOut(BaseModel):
+    id: int
+    position: int
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+    url: str
+    """The re-encoded image; it never changes, so clients may cache it for good."""
+    thumbnails: list[ThumbnailOut]
+
+    @classmethod
+    def of(cls, image: ProductImage) -> ImageOut:
+        return cls(id=image.id, position=image.position, content_type=image.content_type, width=image.width,
+                   height=image.height, bytes=image.bytes, url=IMAGE_URL_PREFIX + image.file_name(),
+                   thumbnails=[ThumbnailOut(size=t.size, width=t.width, height=t.height,
+                                            url=IMAGE_URL_PREFIX + image.file_name(t.size))
+                               for t in image.thumbnails])
 
 
 class ProductOut(BaseModel):
@@ -105,6 +137,7 @@ class ProductOut(BaseModel):
     limit_scope: str
     available: int
     variants: list[VariantOut]
+    images: list[ImageOut]
     sale: SaleOut | None = None
     created_at: int
     updated_at: int
@@ -115,6 +148,7 @@ class ProductOut(BaseModel):
                    price_minor=product.price.amount_minor, currency=product.price.currency, status=product.status,
                    purchase_limit=product.purchase_limit, limit_scope=product.limit_scope,
                    available=product.available, variants=[VariantOut.of(v) for v in product.variants],
+                   images=[ImageOut.of(image) for image in product.images],
                    sale=None if sale is None else SaleOut.of(sale), created_at=product.created_at,
                    updated_at=product.updated_at)
 

@@ -2,6 +2,8 @@
 
 The declaration drives routing, body validation (422 naming the field), access checks (401 anonymous,
 403 wrong role), CSRF and rate limits, and the OpenAPI 3.1 document, so the document cannot miss a route.
+A body is JSON (a pydantic model) or, for a file, an `Upload`: multipart/form-data with one file part whose
+size the operation limits itself, so a 413 names the field.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ValidationError
 
 from accounts.tokens import Principal
@@ -19,7 +21,7 @@ from web.errors import ApiError
 from web.ratelimit import RATE_LIMITER
 
 Access = Literal["public", "user", "host", "admin"]
-RateScope = Literal["login", "signup", "write"]
+RateScope = Literal["login", "signup", "write", "reserve"]
 Handler = Callable[..., Awaitable[Any]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -33,6 +35,31 @@ _ROLES: dict[Access, frozenset[str]] = {
 
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("pinstream.principal")
 """Request key under which the auth middleware leaves the verified caller (or None)."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart/form-data body carrying exactly one file, in the part named `field`.
+
+    `max_bytes` gives the live limit for the file; the request body may exceed it only by the multipart
+    framing (`FRAMING_BYTES`). The handler gets an `UploadedFile`; the media types are what the document
+    promises, the handler checks the content itself (the part's Content-Type is the client's claim).
+    """
+
+    field: str
+    max_bytes: Callable[[web.Request], int]
+    media_types: tuple[str, ...]
+    description: str
+
+    FRAMING_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    field: str
+    filename: str | None
+    """As the client named it: for display at most, never for the type or a path."""
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,7 @@ class Operation:
     status: int
     errors: tuple[int, ...]
     rate_limit: RateScope | None
+    upload: Upload | None = None
 
 
 @dataclass
@@ -59,12 +87,15 @@ class Api:
     def route(self, method: str, path: str, *, summary: str, tag: str, access: Access = "public",
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, errors: tuple[int, ...] = (),
-              rate_limit: RateScope | None = None) -> Callable[[Handler], Handler]:
-        """Declare a handler `async def handler(request, body?) -> BaseModel | web.StreamResponse | None`."""
+              rate_limit: RateScope | None = None, upload: Upload | None = None) -> Callable[[Handler], Handler]:
+        """Declare a handler `async def handler(request, body?, upload?, query?) -> BaseModel | web.StreamResponse
+        | None`."""
+        if body is not None and upload is not None:
+            raise ValueError("an operation takes a JSON body or an upload, not both")
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(method.upper(), path, handler, handler.__name__, summary, tag,
-                                             access, body, query, response, status, errors, rate_limit))
+                                             access, body, query, response, status, errors, rate_limit, upload))
             return handler
 
         return register
@@ -89,6 +120,8 @@ def _wrap(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamR
         args: list[Any] = [request]
         if operation.body is not None:
             args.append(await parse_body(request, operation.body))
+        if operation.upload is not None:
+            args.append(await read_upload(request, operation.upload))
         if operation.query is not None:
             args.append(_validated(operation.query, dict(request.query)))
         result = await operation.handler(*args)
@@ -99,7 +132,39 @@ def _wrap(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamR
         return web.json_response(text=result.model_dump_json(), status=operation.status)
 
     handle.operation = operation  # type: ignore[attr-defined]
+    if operation.upload is not None:
+        handle.checks_body_size = True  # type: ignore[attr-defined]  # the body-limit middleware leaves it to us
     return handle
+
+
+async def read_upload(request: web.Request, upload: Upload) -> UploadedFile:
+    """The one file part of a multipart body, read up to its limit: 413, 415 or 422 naming the field."""
+    limit = upload.max_bytes(request)
+    too_large = ApiError(413, "too_large", f"{upload.field}: the file is over the {limit}-byte limit",
+                         field=upload.field)
+    if request.content_length is not None and request.content_length > limit + Upload.FRAMING_BYTES:
+        raise too_large
+    if request.content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"send the {upload.field} file as multipart/form-data",
+                       field=upload.field)
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != upload.field:
+            raise ApiError(422, "invalid", f"{upload.field}: send one part named {upload.field} holding the file",
+                           field=upload.field)
+        data = bytearray()
+        while chunk := await part.read_chunk(65_536):
+            data += chunk
+            if len(data) > limit:
+                raise too_large
+        if not data:
+            raise ApiError(422, "invalid", f"{upload.field}: the file is empty", field=upload.field)
+        if await reader.next() is not None:
+            raise ApiError(422, "invalid", f"{upload.field}: send only the {upload.field} part", field=upload.field)
+    except ValueError:
+        raise ApiError(400, "bad_multipart", "the multipart body is malformed", field=upload.field) from None
+    return UploadedFile(upload.field, part.filename, bytes(data))
 
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
@@ -151,13 +216,17 @@ def openapi_document(api: Api, title: str, version: str) -> dict[str, Any]:
         if operation.body is not None:
             entry["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": reference(operation.body)}}}
+        if operation.upload is not None:
+            entry["requestBody"] = _upload_body(operation.upload)
         success: dict[str, Any] = {"description": "success"}
         if operation.response is not None:
             success["content"] = {"application/json": {"schema": reference(operation.response)}}
         entry["responses"][str(operation.status)] = success
         statuses = set(operation.errors)
-        if operation.body is not None:
+        if operation.body is not None or operation.upload is not None:
             statuses |= {400, 415, 422}
+        if operation.upload is not None:
+            statuses.add(413)
         if operation.query is not None:
             statuses.add(422)
         if operation.access != "public":
@@ -180,6 +249,14 @@ def openapi_document(api: Api, title: str, version: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _upload_body(upload: Upload) -> dict[str, Any]:
+    file_schema = {"type": "string", "contentMediaType": "application/octet-stream",
+                   "description": upload.description}
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "properties": {upload.field: file_schema}, "required": [upload.field]},
+        "encoding": {upload.field: {"contentType": ", ".join(upload.media_types)}}}}}
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
