@@ -164,6 +164,10 @@ def verify_token(token: str, secret: str) -> Principal:
     return _principal(_decode(token, secret, (ACCESS, GUEST)))
 
 
+ACCESS_COOKIE = "pinstream_access"
+"""The HttpOnly cookie that carries a browser's access token (the REST API and the live-room socket read it)."""
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer …` header value (RFC 6750), or None."""
     scheme, _, token = (authorization or "").partition(" ")

@@ -15,11 +15,14 @@ sees a gap or a `resync` event. The overlay (pins, sales, chat, stock) plugs in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Annotated, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized
 from accounts.service import get_user
-from accounts.tokens import Principal, verify_token
+from accounts.tokens import ACCESS_COOKIE, Principal, verify_token
 from accounts.user import User
 from bus import Bus, Event, Resync, topic_seq
 from media.api import MediaError, MediaEvent, SessionAnswer
@@ -288,7 +291,7 @@ class LiveRoom:
 
     # --- connection ----------------------------------------------------------------------------------------
 
-    async def _connect(self, sid: str, _environ: dict[str, Any], auth: Any = None) -> None:
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         principal = None
         if token is not None:
@@ -298,7 +301,28 @@ class LiveRoom:
                 principal = verify_token(token, self.edge.secret_key())
             except Unauthorized as exc:
                 raise _refused(exc.code, exc.message) from None
+        else:
+            principal = self._cookie_principal(environ)
         self._clients[sid] = Client(principal)
+
+    def _cookie_principal(self, environ: dict[str, Any]) -> Principal | None:
+        """A browser's access cookie, as the REST API reads it; a stale one makes an anonymous socket. Only from
+        our own pages (or the configured origins): another site's page cannot borrow the cookie, which its
+        WebSocket handshake would carry (cross-site WebSocket hijacking)."""
+        cookie = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            cookie.load(str(environ.get("HTTP_COOKIE", "")))
+        morsel = cookie.get(ACCESS_COOKIE)
+        if morsel is None or not morsel.value:
+            return None
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and urlsplit(str(origin)).netloc != environ.get("HTTP_HOST") \
+                and origin not in self.edge.settings().server.cors_origins:
+            return None
+        try:
+            return verify_token(morsel.value, self.edge.secret_key())
+        except Unauthorized:
+            return None
 
     async def _disconnect(self, sid: str, _reason: Any = None) -> None:
         client = self._clients.pop(sid, None)

@@ -17,7 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from accounts import create_user
 from accounts.service import get_user
-from accounts.tokens import issue_access_token, issue_guest_token
+from accounts.tokens import ACCESS_COOKIE, issue_access_token, issue_guest_token
 from config import Secrets, Settings, apply_overrides
 from media.codecs import VP8
 from rooms import add_cohost, create_room, get_room
@@ -60,9 +60,9 @@ class Live:
     async def _refused(self, data: Any) -> None:
         self.refusal = data
 
-    async def connect(self, edge: Client, token: str | None = None) -> None:
+    async def connect(self, edge: Client, token: str | None = None, headers: dict[str, str] | None = None) -> None:
         url = str(edge.server.make_url("/"))
-        await self.sio.connect(url, auth={"token": token} if token is not None else None,
+        await self.sio.connect(url, auth={"token": token} if token is not None else None, headers=headers or {},
                                transports=["websocket"], namespaces=[NAMESPACE], wait_timeout=10)
 
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
@@ -187,6 +187,27 @@ async def test_connect_join_and_refusals(edge: Client) -> None:
         await live.close()
     for pc in (viewer_pc, publisher_pc):
         await pc.close()
+
+
+async def test_a_browser_signs_in_with_its_access_cookie_from_our_own_pages_only(edge: Client) -> None:
+    """The socket reads the same HttpOnly cookie as the REST API, but not on a handshake from another site's
+    page (which the browser would send the cookie with)."""
+    _ann_id, ann = await _account(edge, "ann@example.com", room="ann")
+    host = str(edge.server.make_url("/")).split("//")[1].rstrip("/")
+    publish_offer = await offer(pc := _publisher())
+    for origin, expected in ((f"http://{host}", "bad_sdp"), (None, "bad_sdp"),
+                             ("https://evil.example", "sign_in_required")):
+        live = Live()
+        headers = {"Cookie": f"{ACCESS_COOKIE}={ann}", **({"Origin": origin} if origin else {})}
+        await live.connect(edge, headers=headers)
+        # Signed in, the host's request gets as far as the SDP check; anonymous, it is refused.
+        assert (await live.error("publish", {"room": "ann", "sdp": "hello"}))["code"] == expected, origin
+        await live.close()
+    stale = Live()  # a stale cookie makes an anonymous socket, not a refused one
+    await stale.connect(edge, headers={"Cookie": f"{ACCESS_COOKIE}=stale"})
+    assert (await stale.error("publish", {"room": "ann", "sdp": publish_offer}))["code"] == "sign_in_required"
+    await stale.close()
+    await pc.close()
 
 
 async def test_no_guests_room_needs_an_account(edge: Client) -> None:

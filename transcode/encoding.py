@@ -159,6 +159,9 @@ class OpusToAac:
         self.encoder.layout = "stereo"
         self.encoder.format = "fltp"
         self.encoder.bit_rate = 96_000
+        # ffmpeg's "fast" coder costs a third of the default "twoloop" (about 0.6 % of a core against 1.5 %),
+        # which is most of what a remuxed room costs; at 96 kbit/s stereo the difference is hard to hear.
+        self.encoder.options = {"aac_coder": "fast"}
         self.encoder.time_base = fractions.Fraction(1, AUDIO_RATE)
         self.encoder.flags |= av.codec.context.Flags.global_header
         self.encoder.open()

@@ -15,11 +15,10 @@ from aiohttp import hdrs, web
 
 from accounts.errors import Unauthorized
 from accounts.token_cache import VerifiedTokens
-from accounts.tokens import Principal, bearer_token
+from accounts.tokens import ACCESS_COOKIE, Principal, bearer_token
 from web.api.registry import PRINCIPAL, Operation
 from web.errors import ApiError
 
-ACCESS_COOKIE = "pinstream_access"
 REFRESH_COOKIE = "pinstream_refresh"
 CSRF_COOKIE = "pinstream_csrf"
 CSRF_HEADER = "X-CSRF-Token"

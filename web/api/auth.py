@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from accounts import service, tokens
 from accounts.errors import Unauthorized
+from accounts.tokens import ACCESS_COOKIE
 from web.api.common import UserOut, caller, runtime, settings, token_policy
 from web.api.registry import Api
-from web.auth import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
+from web.auth import CSRF_COOKIE, REFRESH_COOKIE
 
 api = Api()
 REFRESH_PATH = "/api/auth"
