@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
@@ -62,6 +62,23 @@ def not_started(starts_at: int, now: int, what: str = "the sale starts") -> Deta
                             {"starts_at": starts_at, "server_time": now})
 
 
+async def take_units(session: AsyncSession, sale: FlashSale, quantity: int) -> None:
+    """Count `quantity` units against a sale with a quantity, in one conditional UPDATE that cannot pass it
+    under any concurrency; Conflict "sale_sold_out" when the sale's units are gone (the stock may not be)."""
+    taken = await session.execute(
+        update(FlashSaleRow).where(FlashSaleRow.id == sale.id, FlashSaleRow.taken + quantity <= FlashSaleRow.quantity)
+        .values(taken=FlashSaleRow.taken + quantity).execution_options(synchronize_session=False))
+    if not getattr(taken, "rowcount", 0):
+        raise Conflict("sale_sold_out", f"the sale's {sale.quantity} units at this price are gone")
+
+
+async def give_back_units(session: AsyncSession, sale_id: int, quantity: int) -> None:
+    """A hold taken from a sale ended unpaid: its units are on offer at the sale price again."""
+    await session.execute(
+        update(FlashSaleRow).where(FlashSaleRow.id == sale_id, FlashSaleRow.taken >= quantity)
+        .values(taken=FlashSaleRow.taken - quantity).execution_options(synchronize_session=False))
+
+
 def require_open(sale: FlashSale, now: int) -> None:
     """Refuse a purchase outside the sale: "sale_not_started" with the start time, or "sale_ended".
 
@@ -79,7 +96,7 @@ def require_open(sale: FlashSale, now: int) -> None:
 
 async def set_sale(session: AsyncSession, actor: User, product_id: int, *, price_minor: int, starts_at: int,
                    ends_at: int, admission: str = "open", queue_factor: int = 2, token_seconds: int = 120,
-                   now_ms: int | None = None) -> FlashSale:
+                   quantity: int | None = None, now_ms: int | None = None) -> FlashSale:
     """Put a product on sale (owner or admin), or change its sale while that has not started yet
     (Conflict "sale_already_started" afterwards). A lottery's draw is a durable job at `ends_at`."""
     product = await product_row(session, product_id)
@@ -94,6 +111,8 @@ async def set_sale(session: AsyncSession, actor: User, product_id: int, *, price
         raise Invalid("invalid_admission", f"admission must be one of {', '.join(ADMISSIONS)}", "admission")
     if not 1 <= queue_factor <= QUEUE_FACTOR_MAX:
         raise Invalid("invalid_queue_factor", f"queue_factor must be 1-{QUEUE_FACTOR_MAX}", "queue_factor")
+    if quantity is not None and quantity < 1:
+        raise Invalid("invalid_quantity", "quantity must be at least 1", "quantity")
     if not TOKEN_SECONDS_MIN <= token_seconds <= TOKEN_SECONDS_MAX:
         raise Invalid("invalid_token_seconds", f"token_seconds must be {TOKEN_SECONDS_MIN}-{TOKEN_SECONDS_MAX}",
                       "token_seconds")
@@ -109,6 +128,7 @@ async def set_sale(session: AsyncSession, actor: User, product_id: int, *, price
     row.price_minor = price_minor
     row.starts_at, row.ends_at = starts_at, ends_at
     row.admission, row.queue_factor, row.token_seconds = admission, queue_factor, token_seconds
+    row.quantity, row.taken = quantity, 0
     # Commit-reveal: a lottery's seed is chosen now, before any entry, and only its SHA-256 is published
     # until the draw reveals it (a changed sale commits to a new seed; entries open only at starts_at).
     row.seed = secrets.token_hex(16) if admission == "lottery" else None

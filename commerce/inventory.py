@@ -166,7 +166,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
 
     Refusals, in the order they are checked: Invalid (quantity, variant), NotFound (product, variant, show,
     lineup), Conflict "product_unavailable", "show_not_live", "sale_not_started", "sale_ended",
-    "queue_token_required", "limit_reached", "sold_out". A refusal leaves the caller's transaction with
+    "queue_token_required", "sale_sold_out", "limit_reached", "sold_out". A refusal leaves the caller's transaction with
     partial changes, so callers roll it back (or run this in a savepoint).
     """
     if buyer.disabled:
@@ -192,12 +192,16 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
         show_price = await _show_price(session, product_id, show_id)
         if show_price is not None:
             price = show_price
+    sale_id: int | None = None
     if product.FlashSaleRow is not None:
         sale = FlashSale.from_row(product.FlashSaleRow, product.currency)
         flash_sales.require_open(sale, now)
         price = sale.price.amount_minor
         if sale.admission != "open":
             await admission.use_token(session, sale, buyer.id, queue_token, now)
+        if sale.quantity is not None:
+            await flash_sales.take_units(session, sale, quantity)
+            sale_id = sale.id
     scope: str | None = None
     if product.purchase_limit is not None:
         scope = limits.scope_key(product.limit_scope, show_id)
@@ -208,8 +212,8 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
         availability.note_now(session, product_id, chosen, free, only_variant=variant_id is None)
         raise sold_out()
     row = HoldRow(user_id=buyer.id, product_id=product_id, variant_id=chosen, show_id=show_id, quantity=quantity,
-                  unit_price_minor=price, currency=product.currency, limit_scope=scope, status="active",
-                  order_id=None, created_at=now, expires_at=now + hold_seconds * 1000, ended_at=None)
+                  unit_price_minor=price, currency=product.currency, limit_scope=scope, sale_id=sale_id,
+                  status="active", order_id=None, created_at=now, expires_at=now + hold_seconds * 1000, ended_at=None)
     session.add(row)
     await session.flush()
     await schedule(session, HOLD_EXPIRY, row.expires_at, {"hold_id": row.id}, key=expiry_key(row.id))
@@ -235,6 +239,8 @@ async def _release(session: AsyncSession, rows: list[HoldRow], *, from_sold: boo
     for row in rows:
         if row.limit_scope is not None:
             await limits.give_back(session, row.product_id, row.user_id, row.limit_scope, row.quantity)
+        if row.sale_id is not None and not from_sold:
+            await flash_sales.give_back_units(session, row.sale_id, row.quantity)
     levels = []
     for row in rows:
         if from_sold:

@@ -145,6 +145,10 @@ class FlashSaleRow(Base):
     """A lottery's random seed, chosen when the sale is set; only its SHA-256 is shown until the draw reveals
     it, so anyone can check the seed was fixed before the entries and recompute the ranking."""
     drawn_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quantity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Units offered at the sale price (None: as many as the stock holds)."""
+    taken: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Units of `quantity` held or sold; only a conditional UPDATE that keeps it within `quantity` raises it."""
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -217,6 +221,8 @@ class HoldRow(Base):
     unit_price_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     limit_scope: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    sale_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The quantity-limited flash sale this hold took its units from, if any."""
     """The purchase counter this hold counts against (None: the product has no limit)."""
     status: Mapped[str] = mapped_column(String(10))
     order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey(OrderRow.id), nullable=True, index=True)

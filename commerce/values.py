@@ -208,6 +208,9 @@ class FlashSale:
     seed_hash: str | None
     """SHA-256 (hex) of a lottery's seed, public from the moment the sale is set: the commitment."""
     drawn_at: int | None
+    quantity: int | None = None
+    """Units offered at the sale price (None: the stock); `taken` of them are held or sold."""
+    taken: int = 0
 
     @classmethod
     def from_row(cls, row: FlashSaleRow, currency: str) -> FlashSale:
@@ -217,7 +220,7 @@ class FlashSale:
                    queue_factor=row.queue_factor, token_seconds=row.token_seconds,
                    seed=committed if row.drawn_at is not None else None,
                    seed_hash=None if committed is None else hashlib.sha256(committed.encode()).hexdigest(),
-                   drawn_at=row.drawn_at)
+                   drawn_at=row.drawn_at, quantity=row.quantity, taken=row.taken or 0)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ async def start_sale(session: AsyncSession, actor: User, show_id: int, product_i
     if over is not None:
         await session.execute(delete(FlashSaleRow).where(FlashSaleRow.id == over))
     sale = await flash_sales.set_sale(session, actor, product_id, price_minor=price_minor, starts_at=now,
-                                      ends_at=now + duration_seconds * 1000, now_ms=now)
+                                      ends_at=now + duration_seconds * 1000, quantity=quantity, now_ms=now)
     row.sale_product_id, row.sale_quantity, row.updated_at = product_id, quantity, now
     await session.flush()
     return sale

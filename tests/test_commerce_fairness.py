@@ -229,3 +229,39 @@ async def test_the_draw_runs_as_a_durable_job_at_the_end_of_entries(db: Database
     assert sale.seed is not None and len(sale.seed) == 32
     assert list(entry_ids) == admission.draw_order(sale.seed, entry_ids)
     assert sum([(await ticket(db, sale_id, buyer)).status == "admitted" for buyer in buyers]) == 2
+
+
+async def test_a_sale_quantity_is_never_oversold_and_unpaid_holds_give_units_back(db: Database,
+                                                                                database_url: str) -> None:
+    """A sale offering 5 of 50 units: 60 parallel buyers on three connections get exactly 5 holds at the sale
+    price; a cancelled one frees its unit for the sale again; the stock keeps the other units."""
+    host, = await users(db, 1, "host")
+    buyers = await users(db, 60)
+    item = await product(db, host, stock=50)
+    now = now_ms()
+    async with db.write() as session:
+        sale = await flash_sales.set_sale(session, host, item.id, price_minor=999, starts_at=now,
+                                          ends_at=now + 10 * MINUTE, quantity=5, now_ms=now)
+    nodes = [db] + [Database(DatabaseSettings(url=database_url)) for _ in range(2)]
+    try:
+        results = await asyncio.gather(*(reserve(nodes[index % 3], buyer, item.id)
+                                         for index, buyer in enumerate(buyers)))
+    finally:
+        for node in nodes[1:]:
+            await node.close()
+    holds = [result for result in results if isinstance(result, Hold)]
+    assert len(holds) == 5 and {hold.unit_price.amount_minor for hold in holds} == {999}
+    assert {result.code for result in results if isinstance(result, DomainError)} == {"sale_sold_out"}
+    async with db.read() as session:
+        assert (await flash_sales.get_sale(session, sale.id)).taken == 5
+    async with db.write() as session:
+        await inventory.cancel_hold(session, next(b for b in buyers if b.id == holds[0].user_id), holds[0].id)
+    late = [buyer for buyer in buyers if buyer.id not in {hold.user_id for hold in holds}]
+    again = await reserve(db, late[0], item.id)
+    assert isinstance(again, Hold) and again.unit_price.amount_minor == 999
+    assert isinstance(refused := await reserve(db, late[1], item.id), Conflict) and refused.code == "sale_sold_out"
+    async with db.write() as session:
+        with pytest.raises(DomainError) as invalid:
+            await flash_sales.set_sale(session, host, (await product(db, host, stock=1)).id, price_minor=1,
+                                       starts_at=now, ends_at=now + MINUTE, quantity=0, now_ms=now)
+    assert invalid.value.code == "invalid_quantity"

@@ -94,6 +94,7 @@ class SaleIn(BaseModel):
     admission: Literal["open", "queue", "lottery"] = "open"
     queue_factor: int = Field(2, ge=1, le=100)
     token_seconds: int = Field(120, ge=10, le=3600)
+    quantity: int | None = Field(None, ge=1, description="units offered at the sale price (default: the stock)")
 
 
 class ShippingIn(BaseModel):
@@ -228,7 +229,8 @@ async def set_sale(request: web.Request, body: SaleIn) -> SaleOut:
         sale = await flash_sales.set_sale(session, await caller(request, session), _product_id(request),
                                           price_minor=body.price_minor, starts_at=body.starts_at,
                                           ends_at=body.ends_at, admission=body.admission,
-                                          queue_factor=body.queue_factor, token_seconds=body.token_seconds)
+                                          queue_factor=body.queue_factor, token_seconds=body.token_seconds,
+                                          quantity=body.quantity)
     return SaleOut.of(sale)
 
 

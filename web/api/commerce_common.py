@@ -85,6 +85,9 @@ class SaleOut(BaseModel):
     seed_sha256: str | None
     """A lottery's commitment, published from the start: SHA-256 (hex) of the seed the draw will reveal."""
     drawn_at: int | None
+    quantity: int | None
+    """Units offered at the sale price (null: the stock); `taken` of them are held or sold."""
+    taken: int
     server_time: int
 
     @classmethod
@@ -92,7 +95,8 @@ class SaleOut(BaseModel):
         return cls(id=sale.id, product_id=sale.product_id, price_minor=sale.price.amount_minor,
                    currency=sale.price.currency, starts_at=sale.starts_at, ends_at=sale.ends_at,
                    admission=sale.admission, queue_factor=sale.queue_factor, token_seconds=sale.token_seconds,
-                   seed=sale.seed, seed_sha256=sale.seed_hash, drawn_at=sale.drawn_at, server_time=now_ms())
+                   seed=sale.seed, seed_sha256=sale.seed_hash, drawn_at=sale.drawn_at, quantity=sale.quantity,
+                   taken=sale.taken, server_time=now_ms())
 
 
 IMAGE_URL_PREFIX = "/api/product-images/"
