@@ -6,36 +6,20 @@ it runs everything on loopback. Janus is left out here: the full comparison is `
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench" / "sfu_fanout.py"
+from tests import bench_runs
 
 
 def run_bench(target: str, limit_s: float = 55) -> dict[str, Any]:
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH), "--viewers", "2", "--seconds", "5", "--warmup", "2", "--ingest-seconds", "1",
-         "--target", target], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)  # the bench stops its servers and clients and its namespace
-        out, err = process.communicate(timeout=30)
-        pytest.fail(f"the bench did not finish in {limit_s:.0f}s:\n{out}\n{err[-3000:]}")
-    lines = out.strip().splitlines()
-    assert lines, f"no output (exit {process.returncode}):\n{err[-3000:]}"
-    summary: dict[str, Any] = json.loads(lines[-1])
+    summary, status, err = bench_runs.run_bench(
+        "sfu_fanout.py", "--viewers", "2", "--seconds", "5", "--warmup", "2", "--ingest-seconds", "1",
+        "--target", target, limit_s=limit_s)
     figures: dict[str, Any] = summary["targets"][target]
-    assert process.returncode == 0 and figures["status"] == "ok", f"{figures}\n{out}\n{err[-3000:]}"
+    assert status == 0 and figures["status"] == "ok", f"{figures}\n{err}"
     assert summary["network"] == ("netns" if os.geteuid() == 0 else "loopback")
     return figures
 

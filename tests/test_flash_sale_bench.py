@@ -4,35 +4,18 @@ while buyers wanted it)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench" / "flash_sale.py"
+from tests import bench_runs
 
 
 def run_bench(*arguments: str, limit_s: float = 150) -> dict[str, Any]:
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH), "--buyers", "50", "--units", "5", "--clients", "1", "--trivial-seconds", "0.5",
-         "--timeout", "60", *arguments], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)  # the bench stops its server (and database) on SIGTERM
-        out, err = process.communicate(timeout=30)
-        pytest.fail(f"the bench did not finish in {limit_s:.0f}s:\n{out}\n{err[-3000:]}")
-    lines = out.strip().splitlines()
-    assert lines, err[-3000:]
-    report: dict[str, Any] = json.loads(lines[-1])
-    assert process.returncode == 0, (report, err[-3000:])
+    report, status, err = bench_runs.run_bench(
+        "flash_sale.py", "--buyers", "50", "--units", "5", "--clients", "1", "--trivial-seconds", "0.5",
+        "--timeout", "60", *arguments, limit_s=limit_s)
+    assert status == 0, (report, err)
     return report
 
 

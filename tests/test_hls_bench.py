@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import bench_runs
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def test_hls_bench_smoke() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "hls_latency.py"), "--seconds", "3",
-                             "--warmup", "3", "--segment-seconds", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=220)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary, status, err = bench_runs.run_bench("hls_latency.py", "--seconds", "3", "--warmup", "3",
+                                                "--segment-seconds", "1", limit_s=220)
+    assert status == 0, err
     assert summary["bench"] == "hls_latency" and summary["latency_target_ms"] == 2000
     for room in ("remux", "transcode", "remux_video_only", "transcode_video_only"):
         latency = summary["latency"][room]

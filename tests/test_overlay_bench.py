@@ -3,34 +3,17 @@ node and on two nodes over PostgreSQL and Redis, and reports what the full run r
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench" / "overlay_fanout.py"
+from tests import bench_runs
 
 
 def run_bench(*arguments: str, limit_s: float = 240) -> dict[str, Any]:
-    process = subprocess.Popen([sys.executable, str(BENCH), "--clients", "40", "--processes", "2", "--rounds", "2",
-                                *arguments], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-        pytest.fail(f"the bench did not finish in {limit_s:.0f}s:\n{out}\n{err[-3000:]}")
-    lines = out.strip().splitlines()
-    assert lines, err[-3000:]
-    report: dict[str, Any] = json.loads(lines[-1])
-    assert process.returncode == 0, (report, err[-3000:])
+    report, status, err = bench_runs.run_bench(
+        "overlay_fanout.py", "--clients", "40", "--processes", "2", "--rounds", "2", *arguments, limit_s=limit_s)
+    assert status == 0, (report, err)
     return report
 
 
