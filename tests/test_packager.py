@@ -18,7 +18,7 @@ from aiortc.codecs.h264 import H264Encoder
 from media.tap import CODECS, KINDS, TAP_HEADER, TAP_MAGIC, TAP_VERSION
 from transcode.output import Recording
 from transcode.packager import Packager, PackagerConfig
-from transcode.recordings import sweep
+from transcode.recordings import recording_parts, sweep, vod_playlist
 
 FPS = 30
 WIDTH, HEIGHT = 320, 240
@@ -171,3 +171,26 @@ def test_recordings_older_than_the_retention_are_swept(tmp_path: Path) -> None:
     assert sweep(str(tmp_path), 30, now=1_000_000_000) == 1
     assert sorted(path.name for path in old.parent.iterdir()) == ["2.mp4"]
     assert sweep(str(tmp_path), 0, now=2_000_000_000) == 0  # 0 keeps them forever
+
+
+def test_a_recording_in_parts_plays_as_one_playlist_with_a_discontinuity(tmp_path: Path) -> None:
+    """After a packager restart, the VOD playlist plays the earlier part, then the main file."""
+    mp4 = tmp_path / "shop" / "7.mp4"
+    mp4.parent.mkdir()
+    for path, origin in ((mp4.with_suffix(".part1.mp4"), 1_700_000_000_000), (mp4, 1_700_000_060_000)):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=duration=2:size=160x120:rate=10",
+                        "-c:v", "libx264", "-g", "10", "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+                        str(path)], check=True, timeout=60)
+        path.with_suffix(".json").write_text(json.dumps({"origin_ms": origin}))
+    assert [name for name, _path in recording_parts(mp4)] == ["part1.mp4", "recording.mp4"]
+    text = vod_playlist(mp4)
+    assert text is not None and text.endswith("#EXT-X-ENDLIST\n")
+    lines = text.splitlines()
+    maps = [line.split('"')[1] for line in lines if line.startswith("#EXT-X-MAP")]
+    assert maps == ["part1.mp4", "recording.mp4"]
+    assert lines.count("#EXT-X-DISCONTINUITY") == 1
+    first_of_second = lines.index("#EXT-X-DISCONTINUITY") + 2
+    assert lines[first_of_second] == "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:14:20.000Z"
+    assert lines[-2] == "recording.mp4" and "part1.mp4" in lines
+    mp4.with_suffix(".part1.mp4").unlink()
+    assert "#EXT-X-DISCONTINUITY\n" not in (vod_playlist(mp4) or "")

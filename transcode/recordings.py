@@ -1,10 +1,14 @@
-"""Recordings once written: the VOD playlist of a show's MP4 (byte ranges into the one file, with
-EXT-X-PROGRAM-DATE-TIME so the overlay's timed events line up with the replay) and the retention sweep."""
+"""Recordings once written: the VOD playlist of a show's MP4 (byte ranges into the file, with
+EXT-X-PROGRAM-DATE-TIME so the overlay's timed events line up with the replay) and the retention sweep.
+
+A packager that restarted mid-show kept what the last one wrote as `{show}.part{n}.mp4`; the playlist plays
+the parts in order, then the main file, with a discontinuity between them."""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -19,20 +23,37 @@ def recording_path(directory: str, room: str, show_id: int) -> Path:
     return Path(directory) / room / f"{show_id}.mp4"
 
 
-def vod_playlist(mp4: Path, uri: str) -> str | None:
-    """The playlist of a recording (written or still being written), or None when it has no fragment yet."""
-    origin = recording_origin_ms(mp4)
-    try:
-        data = mp4.read_bytes()
-    except OSError:
+PART_NAME = re.compile(r"^part([1-9][0-9]{0,3})\.mp4$")
+"""How an earlier part of a recording is named in URLs (`{show}.part{n}.mp4` on disk)."""
+
+
+def recording_parts(mp4: Path) -> list[tuple[str, Path]]:
+    """(URL name, file) of each part of a recording in playing order: earlier parts, then the main file."""
+    earlier = sorted((int(match.group(1)), path) for path in mp4.parent.glob(f"{mp4.stem}.part*.mp4")
+                     if (match := PART_NAME.match(path.name[len(mp4.stem) + 1:])))
+    parts = [(f"part{number}.mp4", path) for number, path in earlier]
+    return parts + ([("recording.mp4", mp4)] if mp4.is_file() else [])
+
+
+def vod_playlist(mp4: Path) -> str | None:
+    """The playlist of a recording (written or still being written), or None when it has no fragment yet.
+    Its URIs are the parts' URL names, relative to the playlist."""
+    playlist = MediaPlaylist(target_duration=1, vod=True)
+    for name, path in recording_parts(mp4):
+        origin = recording_origin_ms(path)
+        try:
+            init, fragments = fmp4.split_file(path.read_bytes())
+        except OSError:
+            continue
+        if origin is None or not init or not fragments:
+            continue
+        for index, fragment in enumerate(fragments):
+            playlist.add(Segment(name, fragment.duration, origin + round(fragment.start * 1000), name,
+                                 discontinuity=index == 0, byterange=(len(fragment.data), fragment.offset),
+                                 map_byterange=(len(init), 0)))
+    if not playlist.segments:
         return None
-    init, fragments = fmp4.split_file(data)
-    if origin is None or not init or not fragments:
-        return None
-    playlist = MediaPlaylist(target_duration=max(1, math.ceil(max(f.duration for f in fragments) - 0.5)), vod=True)
-    for fragment in fragments:
-        playlist.add(Segment(uri, fragment.duration, origin + round(fragment.start * 1000), uri,
-                             byterange=(len(fragment.data), fragment.offset), map_byterange=(len(init), 0)))
+    playlist.target_duration = max(1, math.ceil(max(s.duration for s in playlist.segments) - 0.5))
     return playlist.render()
 
 

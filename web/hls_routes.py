@@ -17,7 +17,7 @@ from aiohttp import web
 from rooms.service import get_show
 from transcode.output import MEDIA_PLAYLIST, MULTIVARIANT, POSTER
 from transcode.playlist import MIME_TYPE
-from transcode.recordings import recording_path, vod_playlist
+from transcode.recordings import PART_NAME, recording_path, vod_playlist
 from web.errors import ApiError
 from web.hls import HlsService
 from web.middleware import CONFIG
@@ -61,18 +61,21 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
     show_id, name = request.match_info["show"], request.match_info["name"]
     if not show_id.isdigit() or len(show_id) > 18:
         raise ApiError(400, "invalid_show", "show must be a show id", "show")
-    if name not in _RECORDING_NAMES:
-        raise ApiError(400, "invalid_name", f"one of {', '.join(sorted(_RECORDING_NAMES))}", "name")
+    part = PART_NAME.match(name)
+    if name not in _RECORDING_NAMES and part is None:
+        raise ApiError(400, "invalid_name", f"one of {', '.join(sorted(_RECORDING_NAMES))} or part{{n}}.mp4", "name")
     async with request.app[RUNTIME].db.read() as session:
         show = await get_show(session, int(show_id))
     mp4 = recording_path(request.app[CONFIG].current.recordings.directory, show.room_slug, show.id)
     if name == "index.m3u8":
-        text = vod_playlist(mp4, "recording.mp4")
+        text = vod_playlist(mp4)
         if text is None:
             raise ApiError(404, "no_recording", "this show has no recording (yet)")
         return web.Response(text=text, content_type=MIME_TYPE, headers={"Cache-Control": PLAYLIST_CACHE})
     if name == "poster.jpg":
         return _file(mp4.with_suffix(".jpg"), POSTER_CACHE)
+    if part is not None:  # an earlier part never changes
+        return _file(mp4.with_suffix(f".part{part.group(1)}.mp4"), MEDIA_CACHE)
     # Still growing while the show is live: not for long-lived caches until it ended.
     return _file(mp4, MEDIA_CACHE if show.status == "ended" else PLAYLIST_CACHE)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from accounts.errors import NotFound
 from rooms import service
-from transcode.recordings import recording_path
+from transcode.recordings import recording_parts, recording_path
 from web.api.common import runtime, settings
 from web.api.registry import Api
 
@@ -27,6 +27,9 @@ class RecordingOut(BaseModel):
     playlist: str
     """VOD HLS playlist with EXT-X-PROGRAM-DATE-TIME, to line timed events up with the replay."""
     poster: str
+    parts: list[str]
+    """Every file of the recording in playing order: one, unless the packager restarted mid-show (the
+    playlist plays them all, with a discontinuity between them)."""
 
 
 @api.route("GET", "/api/shows/{id}/recording", summary="A show's recording", tag="shows",
@@ -43,4 +46,5 @@ async def get_recording(request: web.Request) -> RecordingOut:
     base = f"/recordings/{show.id}"
     return RecordingOut(show_id=show.id, room_slug=show.room_slug,
                         status="recording" if show.status == "live" else "ready", bytes=path.stat().st_size,
-                        mp4=f"{base}/recording.mp4", playlist=f"{base}/index.m3u8", poster=f"{base}/poster.jpg")
+                        mp4=f"{base}/recording.mp4", playlist=f"{base}/index.m3u8", poster=f"{base}/poster.jpg",
+                        parts=[f"{base}/{name}" for name, _path in recording_parts(path)])
