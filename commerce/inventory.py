@@ -223,6 +223,15 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
     return Hold.from_row(row)
 
 
+async def _cancel_expiries(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> None:
+    """Cancel the expiry jobs of the holds about to end, before their rows are locked. The job runner locks a
+    job's row before its hold's; ending a hold the other way round (hold, then job) deadlocks with it on
+    PostgreSQL. In this order an ending that waits for a running expiry sees the hold already expired."""
+    hold_ids = (await session.execute(select(HoldRow.id).where(*conditions))).scalars().all()
+    for hold_id in sorted(hold_ids):
+        await cancel_job(session, expiry_key(hold_id))
+
+
 async def _end(session: AsyncSession, conditions: list[ColumnElement[bool]], to_status: str,
                now: int) -> list[HoldRow]:
     """Move matching holds to `to_status` in one conditional UPDATE; returns the rows that moved."""
@@ -251,8 +260,6 @@ async def _release(session: AsyncSession, rows: list[HoldRow], *, from_sold: boo
         if level is None:
             raise RuntimeError(f"variant {row.variant_id} lacks the units of hold {row.id}")
         levels.append(level)
-        if not from_sold:
-            await cancel_job(session, expiry_key(row.id))
     await announce(session, levels)
 
 
@@ -267,8 +274,10 @@ async def cancel_hold(session: AsyncSession, buyer: User, hold_id: int, *, now_m
     """Release the buyer's active hold at once. A hold already in an order is released by cancelling the
     order (Conflict "hold_in_order"); one that ended meanwhile is Conflict("hold_not_active")."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rows = await _end(session, [HoldRow.id == hold_id, HoldRow.user_id == buyer.id, HoldRow.status == "active",
-                                HoldRow.order_id.is_(None)], "cancelled", now)
+    ending = [HoldRow.id == hold_id, HoldRow.user_id == buyer.id, HoldRow.status == "active",
+              HoldRow.order_id.is_(None)]
+    await _cancel_expiries(session, ending)  # a refusal below rolls this back with the rest
+    rows = await _end(session, ending, "cancelled", now)
     if not rows:
         current = await session.get(HoldRow, hold_id, populate_existing=True)
         if current is None or current.user_id != buyer.id:
@@ -297,7 +306,9 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
                               now_ms: int | None = None) -> list[Hold]:
     """End every active hold of an order (cancelled or expired with it) and give their units back."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rows = await _end(session, [HoldRow.order_id == order_id, HoldRow.status == "active"], to_status, now)
+    ending = [HoldRow.order_id == order_id, HoldRow.status == "active"]
+    await _cancel_expiries(session, ending)
+    rows = await _end(session, ending, to_status, now)
     await _release(session, rows)
     if to_status == "expired":
         await checkout_events.holds(session, checkout_events.HOLD_EXPIRED, rows)
@@ -307,14 +318,15 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
 async def convert_order_holds(session: AsyncSession, order_id: int, *, now_ms: int | None = None) -> list[Hold]:
     """Paying: the order's active holds become sold units (held → sold) and their expiry jobs are cancelled."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rows = await _end(session, [HoldRow.order_id == order_id, HoldRow.status == "active"], "paid", now)
+    ending = [HoldRow.order_id == order_id, HoldRow.status == "active"]
+    await _cancel_expiries(session, ending)
+    rows = await _end(session, ending, "paid", now)
     levels = []
     for row in rows:
         level = await _move(session, row.variant_id, held=-row.quantity, sold=row.quantity)
         if level is None:
             raise RuntimeError(f"variant {row.variant_id} lacks the held units of hold {row.id}")
         levels.append(level)
-        await cancel_job(session, expiry_key(row.id))
     await announce(session, levels)
     return [Hold.from_row(row) for row in rows]
 
