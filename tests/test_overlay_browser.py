@@ -11,7 +11,6 @@ Debian's Chromium with a fake camera, `run_server.py` as a subprocess, inside th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -36,6 +35,7 @@ from tests.test_pages_browser import (
     _assert_playing,
     _shoot,
     _sign_in_and_choose_room,
+    run_scenario,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -260,15 +260,4 @@ async def test_first_show_sold_end_to_end(browser: Browser, server: ServerProces
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(STEP_MS)
     await context.add_init_script(KEEP_PEERS)
-    try:
-        async with asyncio.timeout(220):
-            await _scenario(context, server, problems)
-    except Exception as exc:
-        for index, page in enumerate(context.pages):
-            with contextlib.suppress(Exception):
-                await _shoot(page, f"overlay-failure-{index}")
-        logs = server.log_path.read_text()[-4000:]
-        raise AssertionError(f"{exc!r}\npage problems: {problems.lines}\nserver log tail:\n{logs}") from exc
-    finally:
-        await context.close()
-    assert problems.lines == [], problems.lines
+    await run_scenario(_scenario(context, server, problems), server, problems, 220, context, "overlay-failure")

@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -277,19 +277,28 @@ async def _scenario(context: BrowserContext, server: ServerProcess, problems: Pr
     await _shoot(studio, "studio-ended")
 
 
+async def run_scenario(scenario: Awaitable[None], server: ServerProcess, problems: Problems, limit_s: float,
+                       context: BrowserContext | None = None, prefix: str = "failure") -> None:
+    """Run a browser scenario within `limit_s`. A failure carries the pages' problems and the server log's
+    tail, with a screenshot of every page of `context`; the context is closed either way. Passing also
+    means no page logged an error."""
+    try:
+        async with asyncio.timeout(limit_s):
+            await scenario
+    except Exception as exc:
+        for index, page in enumerate(context.pages if context is not None else []):
+            with contextlib.suppress(Exception):  # a page that crashed must not hide the first error
+                await _shoot(page, f"{prefix}-{index}")
+        logs = server.log_path.read_text()[-4000:]
+        raise AssertionError(f"{exc!r}\npage problems: {problems.lines}\nserver log tail:\n{logs}") from exc
+    finally:
+        if context is not None:
+            await context.close()
+    assert problems.lines == [], problems.lines
+
+
 async def test_studio_goes_live_and_live_page_plays(browser: Browser, server: ServerProcess) -> None:
     problems = Problems()
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(STEP_MS)
-    try:
-        async with asyncio.timeout(100):
-            await _scenario(context, server, problems)
-    except Exception as exc:
-        for index, page in enumerate(context.pages):
-            with contextlib.suppress(Exception):  # a page that crashed must not hide the first error
-                await _shoot(page, f"failure-{index}")
-        logs = server.log_path.read_text()[-4000:]
-        raise AssertionError(f"{exc!r}\npage problems: {problems.lines}\nserver log tail:\n{logs}") from exc
-    finally:
-        await context.close()
-    assert problems.lines == [], problems.lines
+    await run_scenario(_scenario(context, server, problems), server, problems, 100, context)
