@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import BigInteger, String, delete, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,16 +54,25 @@ async def emit(session: AsyncSession, topic: str, type: str, payload: Mapping[st
         raise ValueError(f"event topic must be 1-{TOPIC_MAX_LENGTH} characters: {topic!r}")
     if not type or len(type) > TYPE_MAX_LENGTH:
         raise ValueError(f"event type must be 1-{TYPE_MAX_LENGTH} characters: {type!r}")
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert = insert(EventTopic).values(topic=topic, last_seq=1)
-    upsert = upsert.on_conflict_do_update(index_elements=[EventTopic.topic],
-                                          set_={"last_seq": EventTopic.last_seq + 1})
-    seq = (await session.execute(upsert.returning(EventTopic.last_seq))).scalar_one()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if postgres else sqlite.insert
+    next_seq = insert(EventTopic).values(topic=topic, last_seq=1).on_conflict_do_update(
+        index_elements=[EventTopic.topic], set_={"last_seq": EventTopic.last_seq + 1}).returning(EventTopic.last_seq)
     occurred_at = now_ms()
     values = dict(payload)
-    row = insert(OutboxEvent).values(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at)
-    outbox_id = (await session.execute(row.returning(OutboxEvent.id))).scalar_one()
+    if postgres:
+        # One statement (a data-modifying CTE): the topic row is locked until commit, so every round trip
+        # saved here is time other writers of the topic (a flash sale's reserves) do not wait.
+        taken = next_seq.cte("taken")
+        columns = [OutboxEvent.topic, OutboxEvent.seq, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.occurred_at]
+        row = insert(OutboxEvent).from_select(columns, select(
+            literal(topic, String), taken.c.last_seq, literal(type, String),
+            literal(values, OutboxEvent.payload.type), literal(occurred_at, BigInteger)))
+        seq, outbox_id = (await session.execute(row.returning(OutboxEvent.seq, OutboxEvent.id))).one()
+    else:
+        seq = (await session.execute(next_seq)).scalar_one()
+        row = insert(OutboxEvent).values(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at)
+        outbox_id = (await session.execute(row.returning(OutboxEvent.id))).scalar_one()
     after_commit(session, _wake_local_relays)
     return Event(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at, id=outbox_id)
 

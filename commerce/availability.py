@@ -10,8 +10,11 @@ A hint never makes a hold: only the atomic UPDATE does. The worst a hint can do 
 `TTL_MS` (plus one write, while an outdated hint is renewed) after another node or process freed a unit;
 the buyer's next try after that sees it. Changes made in this process update the hint when they commit.
 Reserves of one product also take turns in-process: as many may be in the write path at once as units were
-last seen free (at least one), the rest wait in arrival order, so a burst is refused from the hint the
-moment the stock runs out instead of queueing for the writer one by one.
+last seen free. A request arriving while those in the write path already claim every unit seen free is
+refused at once as sold out (it could only win if one of them failed; its next try will see): waiting for
+them would hold every such request for the length of the whole queue of hold transactions, which take
+turns on the stock row. Only before any level is known does the line admit one at a time, the rest waiting
+in arrival order until the first one's level is seen.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.database import after_commit
+from store.database import Database, after_commit
 
 TTL_MS = 500
 PARK_LIMIT_S = 0.25
@@ -94,6 +97,13 @@ class Availability:
         line = self._lines.get(product_id)
         if line is not None:
             self._admit(product_id, line)
+
+    def note_read(self, product_id: int, levels: list[tuple[int, int]]) -> None:
+        """Record a product's (variant, free units) as a read just saw them: buyers load a product before
+        they reserve it, so a sale's first burst meets a known level (as wide a turn as there are units, and
+        the rest refused at once) instead of one reserve at a time until the first commits."""
+        for variant_id, available in levels:
+            self.note(product_id, variant_id, available, only_variant=len(levels) == 1)
 
     def database_began(self, writer: bool) -> None:
         """A connection was checked out: `writer`, SQLite's one writer (refusals park), else any connection
@@ -160,22 +170,23 @@ class Availability:
         if self._parked and self._timer is None:
             self._timer = loop.call_later(self.park_limit_s, self._overdue)
 
-    def _width(self, product_id: int, variant_id: int | None) -> int:
+    def _width(self, product_id: int, variant_id: int | None) -> int | None:
         """How many reserves may be in the write path at once: as many as units were last seen free (they can
-        all succeed), at least one (to renew the hint)."""
+        all succeed), at least one (to renew the hint); None while no level has been seen (one at a time)."""
         seen = self._seen(product_id, variant_id)
-        return max(1, seen[0] if seen is not None else 1)
+        return None if seen is None else max(1, seen[0])
 
     @asynccontextmanager
     async def turn(self, product_id: int, variant_id: int | None, quantity: int) -> AsyncIterator[bool]:
-        """Wait for a turn in the write path, in arrival order; yields False if, while the request waited,
-        the reserves ahead of it sold the product out (then it is refused without a write)."""
+        """Take a turn in the write path; yields False when the reserves in it already claim every unit seen
+        free (then it is refused without a write). Before any level is seen, waits in arrival order."""
         line = self._lines.setdefault(product_id, _Line())
         admitted = False
-        if not line.waiting and line.inflight < self._width(product_id, variant_id):
+        width = self._width(product_id, variant_id)
+        if (width is not None or not line.waiting) and line.inflight < (width or 1):
             line.inflight += 1
             admitted = True
-        else:
+        elif width is None:  # (else every unit seen free is claimed: refused now)
             future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             line.waiting.append((variant_id, quantity, future))
             try:
@@ -200,19 +211,20 @@ class Availability:
             del self._lines[product_id]
 
     def _admit(self, product_id: int, line: _Line) -> None:
-        """Let waiters in, in order, while there is width; answer at once those the hint now refuses."""
-        blocked = False
+        """Let waiters in, in order, while there is width; once a level is known, refuse the rest at once."""
         kept: deque[tuple[int | None, int, asyncio.Future[bool]]] = deque()
         for variant_id, quantity, future in line.waiting:
             if future.done():
                 continue
+            width = self._width(product_id, variant_id)
             if self.sold_out(product_id, variant_id, quantity):
                 future.set_result(False)
-            elif not blocked and line.inflight < self._width(product_id, variant_id):
+            elif not kept and line.inflight < (width or 1):
                 line.inflight += 1
                 future.set_result(True)
+            elif width is not None:
+                future.set_result(False)
             else:
-                blocked = True
                 kept.append((variant_id, quantity, future))
         line.waiting = kept
 
@@ -220,19 +232,21 @@ class Availability:
 _registry: weakref.WeakKeyDictionary[Engine, Availability] = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine: Engine) -> Availability:
-    """The hints of the database behind `engine` (the writer's sync engine), created on first use.
+def for_database(db: Database) -> Availability:
+    """The hints of `db` in this process, created on first use.
 
     Check-outs of its connections are counted for `refusal_turn` (pool check-outs and check-ins always pair
     up, whatever happens to a transaction). On SQLite that is the one writer connection, for which refusals
     park; reads are not counted (they do not hold up the writer, and counting them let every batch of
     idempotency-key reads park all other refusals). On PostgreSQL, any connection: refusals are paced
-    while statements are in flight, never parked (writers do not queue for one connection).
+    while statements are in flight, never parked (parking them while any write transaction ran, tried,
+    answered fewer in all: writes are nearly always in flight during a sale).
     """
+    engine = db.writer.sync_engine
     found = _registry.get(engine)
     if found is None:
         found = _registry[engine] = Availability()
-        hints, writer = found, engine.dialect.name == "sqlite"
+        hints, writer = found, db.is_sqlite
         event.listen(engine, "checkout", lambda *_args: hints.database_began(writer))
         event.listen(engine, "checkin", lambda *_args: hints.database_ended(writer))
     return found

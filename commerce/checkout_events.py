@@ -24,7 +24,8 @@ ORDER_PAID = "checkout.paid"
 PAYMENT_DECLINED = "checkout.declined"
 
 
-async def _room_topic(session: AsyncSession, show_id: int | None) -> str | None:
+async def room_topic(session: AsyncSession, show_id: int | None) -> str | None:
+    """The topic a show's checkout events go to (None outside a show)."""
     if show_id is None:
         return None
     slug = await session.scalar(select(RoomRow.slug).join(ShowRow, ShowRow.room_id == RoomRow.id)
@@ -42,14 +43,18 @@ def _hold(row: HoldRow) -> dict[str, Any]:
 async def holds(session: AsyncSession, type: str, rows: list[HoldRow]) -> None:
     """Announce holds that were created or expired."""
     for row in rows:
-        topic = await _room_topic(session, row.show_id)
-        if topic is not None:
-            await emit(session, topic, type, _hold(row))
+        await hold(session, type, row, await room_topic(session, row.show_id))
+
+
+async def hold(session: AsyncSession, type: str, row: HoldRow, topic: str | None) -> None:
+    """Announce one hold on its show's `room_topic`, read already."""
+    if topic is not None:
+        await emit(session, topic, type, _hold(row))
 
 
 async def order(session: AsyncSession, type: str, placed: Order, **extra: Any) -> None:
     """Announce a paid order or a declined payment of one."""
-    topic = await _room_topic(session, placed.show_id)
+    topic = await room_topic(session, placed.show_id)
     if topic is None:
         return
     await emit(session, topic, type, {

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, Select, String, any_, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +79,23 @@ async def is_stored(db: Database, user_id: int, key: str) -> bool:
     return await stored_keys(db).contains(user_id, validate_key(key))
 
 
+def _stored_keys_query(sqlite: bool) -> Select[int, str]:
+    """Which of a batch's users and keys have an answer stored (the caller keeps the pairs it asked about).
+    The lists are bound as one parameter each (a PostgreSQL array, a JSON array that SQLite unpacks), so
+    every batch runs the same statement, compiled and prepared once, whatever its size."""
+    found = select(IdempotencyKeyRow.user_id, IdempotencyKeyRow.key)
+    if sqlite:
+        def unpacked(name: str) -> Select[Any]:
+            return select(literal_column("value")).select_from(func.json_each(bindparam(name)))
+        return found.where(IdempotencyKeyRow.user_id.in_(unpacked("users")),
+                           IdempotencyKeyRow.key.in_(unpacked("keys")))
+    return found.where(IdempotencyKeyRow.user_id == any_(bindparam("users", type_=postgresql.ARRAY(Integer))),
+                       IdempotencyKeyRow.key == any_(bindparam("keys", type_=postgresql.ARRAY(String))))
+
+
+_STORED_KEYS = {sqlite: _stored_keys_query(sqlite) for sqlite in (False, True)}
+
+
 class StoredKeys:
     """Batches "is an answer stored under this key?" reads: concurrent questions share one query.
 
@@ -106,10 +123,11 @@ class StoredKeys:
             for pair in batch:
                 del self._waiting[pair]
             try:
+                users, keys = sorted({user for user, _ in batch}), sorted({key for _, key in batch})
                 async with self.db.reader.connect() as connection:
-                    rows = await connection.execute(select(IdempotencyKeyRow.user_id, IdempotencyKeyRow.key).where(
-                        IdempotencyKeyRow.user_id.in_({user for user, _ in batch}),
-                        IdempotencyKeyRow.key.in_({key for _, key in batch})))
+                    rows = await connection.execute(_STORED_KEYS[self.db.is_sqlite], {
+                        "users": json.dumps(users) if self.db.is_sqlite else users,
+                        "keys": json.dumps(keys) if self.db.is_sqlite else keys})
                     found = {(row.user_id, row.key) for row in rows}
             except Exception as error:
                 for answers in batch.values():

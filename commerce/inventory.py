@@ -77,10 +77,12 @@ async def stock_topics(session: AsyncSession, product_id: int) -> list[str]:
     return sorted(f"room:{slug}" for slug in slugs) or [f"product:{product_id}"]
 
 
-async def announce(session: AsyncSession, levels: Iterable[StockLevel]) -> None:
-    """Emit `stock.changed` for each level, topics in name order (the lock order of event topics)."""
+async def announce(session: AsyncSession, levels: Iterable[StockLevel],
+                   topics: dict[int, list[str]] | None = None) -> None:
+    """Emit `stock.changed` for each level, topics in name order (the lock order of event topics). `topics`:
+    each product's `stock_topics`, if read already (before the stock row was locked)."""
     events: list[tuple[str, StockLevel]] = []
-    topics: dict[int, list[str]] = {}
+    topics = {} if topics is None else dict(topics)
     for level in levels:
         availability.note_after_commit(session, level.product_id, level.variant_id, level.available)
         if level.product_id not in topics:
@@ -166,7 +168,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
 
     Refusals, in the order they are checked: Invalid (quantity, variant), NotFound (product, variant, show,
     lineup), Conflict "product_unavailable", "show_not_live", "sale_not_started", "sale_ended",
-    "queue_token_required", "sale_sold_out", "limit_reached", "sold_out". A refusal leaves the caller's transaction with
+    "queue_token_required", "limit_reached", "sale_sold_out", "sold_out". A refusal leaves the caller's transaction with
     partial changes, so callers roll it back (or run this in a savepoint).
     """
     if buyer.disabled:
@@ -192,33 +194,37 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
         show_price = await _show_price(session, product_id, show_id)
         if show_price is not None:
             price = show_price
-    sale_id: int | None = None
+    sale: FlashSale | None = None
     if product.FlashSaleRow is not None:
         sale = FlashSale.from_row(product.FlashSaleRow, product.currency)
         flash_sales.require_open(sale, now)
         price = sale.price.amount_minor
         if sale.admission != "open":
             await admission.use_token(session, sale, buyer.id, queue_token, now)
-        if sale.quantity is not None:
-            await flash_sales.take_units(session, sale, quantity)
-            sale_id = sale.id
+    sale_id = sale.id if sale is not None and sale.quantity is not None else None
     scope: str | None = None
     if product.purchase_limit is not None:
         scope = limits.scope_key(product.limit_scope, show_id)
         await limits.take(session, product_id, buyer.id, scope, quantity, int(product.purchase_limit))
-    level = await take(session, chosen, quantity)
-    if level is None:
-        free = int(await session.scalar(select(VariantRow.available).where(VariantRow.id == chosen)) or 0)
-        availability.note_now(session, product_id, chosen, free, only_variant=variant_id is None)
-        raise sold_out()
     row = HoldRow(user_id=buyer.id, product_id=product_id, variant_id=chosen, show_id=show_id, quantity=quantity,
                   unit_price_minor=price, currency=product.currency, limit_scope=scope, sale_id=sale_id,
                   status="active", order_id=None, created_at=now, expires_at=now + hold_seconds * 1000, ended_at=None)
     session.add(row)
     await session.flush()
     await schedule(session, HOLD_EXPIRY, row.expires_at, {"hold_id": row.id}, key=expiry_key(row.id))
-    await announce(session, [level])
-    await checkout_events.holds(session, checkout_events.HOLD_CREATED, [row])
+    topics = {product_id: await stock_topics(session, product_id)}
+    hold_topic = await checkout_events.room_topic(session, show_id)
+    # Every reserve of the product takes turns on its sale's and stock's rows (and then its event topic),
+    # locked until commit: so they are taken last, after everything that needs no shared lock.
+    if sale is not None and sale_id is not None:
+        await flash_sales.take_units(session, sale, quantity)
+    level = await take(session, chosen, quantity)
+    if level is None:
+        free = int(await session.scalar(select(VariantRow.available).where(VariantRow.id == chosen)) or 0)
+        availability.note_now(session, product_id, chosen, free, only_variant=variant_id is None)
+        raise sold_out()
+    await announce(session, [level], topics)
+    await checkout_events.hold(session, checkout_events.HOLD_CREATED, row, hold_topic)
     availability.note_after_commit(session, product_id, chosen, level.available, only_variant=variant_id is None)
     return Hold.from_row(row)
 

@@ -262,7 +262,7 @@ async def test_sold_out_refusals_skip_the_writer_but_never_a_stored_answer(clien
     holder.current = apply_overrides(holder.current, {"rate_limits.reserves_per_second": 1000})
     keyed = {**first, "Idempotency-Key": "only-tap"}
     hold = await _json(await client.post(f"/api/products/{pid}/reserve", headers=keyed, json={}), 201)
-    hints = availability.for_engine(database(client).writer.sync_engine)
+    hints = availability.for_database(database(client))
     assert hints.free(pid, None) == 0
 
     writes = 0

@@ -22,7 +22,7 @@ async def test_hints_expire_and_only_ever_refuse() -> None:
     assert hints.free(1, None) is None and not hints.sold_out(1, None, 1)  # stale: ask the database
 
 
-async def test_turns_are_as_wide_as_the_free_units_and_in_arrival_order() -> None:
+async def test_turns_are_as_wide_as_the_free_units_and_refuse_once_every_unit_is_claimed() -> None:
     hints = Availability()
     order: list[str] = []
     release = asyncio.Event()
@@ -34,19 +34,26 @@ async def test_turns_are_as_wide_as_the_free_units_and_in_arrival_order() -> Non
                 await release.wait()
         return admitted
 
-    # Nothing known: one at a time.
+    # Nothing known: one at a time, the others wait in arrival order.
     tasks = [asyncio.create_task(reserve(name)) for name in ("a", "b", "c")]
     await asyncio.sleep(0.01)
     assert order == ["a:True"]
-    hints.note(1, 10, 2, only_variant=True)  # two free: the next one may join
-    await asyncio.sleep(0.01)
-    assert order == ["a:True", "b:True"]
-    hints.note(1, 10, 0)  # sold out while c waited: answered at once, without a turn
+    # Two free: b joins a; c could only win if one of them failed, so it is answered at once.
+    hints.note(1, 10, 2, only_variant=True)
     await asyncio.sleep(0.01)
     assert order == ["a:True", "b:True", "c:False"]
+    assert not await reserve("d")  # a newcomer too, without waiting
     release.set()
     assert await asyncio.gather(*tasks) == [True, True, False]
     assert not hints._lines
+    release.clear()
+    # With the units no longer claimed, the next ones are admitted again, as wide as the level.
+    hints.note(1, 10, 1)
+    first = asyncio.create_task(reserve("e"))
+    await asyncio.sleep(0.01)
+    assert order[-1] == "e:True" and not await reserve("f")
+    release.set()
+    assert await first and not hints._lines
 
 
 async def test_a_cancelled_waiter_leaves_the_line() -> None:
@@ -111,3 +118,24 @@ async def test_refusals_wait_for_the_sqlite_writer_but_not_for_long() -> None:
     await asyncio.wait_for(asyncio.gather(*(hints.refusal_turn() for _ in range(5))), 1)
     assert 0.15 <= asyncio.get_running_loop().time() - started < 0.5
     hints.database_ended(writer=True)
+
+
+async def test_a_product_read_primes_the_turn_width() -> None:
+    """Buyers load the product before a sale opens: its first burst then meets a known level."""
+    hints = Availability()
+    hints.note_read(1, [(10, 3)])  # one variant: requests that name none mean it
+    assert hints.free(1, None) == 3
+    release = asyncio.Event()
+
+    async def reserve() -> bool:
+        async with hints.turn(1, None, 1) as admitted:
+            if admitted:
+                await release.wait()
+        return admitted
+
+    burst = [asyncio.create_task(reserve()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await asyncio.gather(*burst) == [True, True, True, False, False]
+    hints.note_read(2, [(20, 0), (21, 4)])  # several variants: each by its id
+    assert hints.free(2, None) is None and hints.sold_out(2, 20, 1) and hints.free(2, 21) == 4

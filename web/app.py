@@ -91,12 +91,23 @@ def build_app(settings: Settings, secrets: Secrets, config_path: Path | None = N
     return app
 
 
+YOUNG_COLLECTION_THRESHOLD = 50_000
+"""Net container allocations between young garbage collections (CPython's default is 700)."""
+
+
 async def _freeze_heap(_app: web.Application) -> None:
     """Everything loaded at start-up lives as long as the process: move it out of the garbage collector's
     reach, so a full collection walks only what requests allocate (a room broadcast to thousands of sockets
-    otherwise pays for walking the whole heap, SQLAlchemy and aiortc included, every few broadcasts)."""
+    otherwise pays for walking the whole heap, SQLAlchemy and aiortc included, every few broadcasts).
+
+    And collect less often: nearly everything a request allocates dies by reference counting, but at
+    thousands of requests a second CPython's default threshold ran a young collection every few requests
+    and a full one (40-60 ms, the loop stalled) every second. In a flash sale that was a fifth of the
+    server's CPU; with this threshold it is a few percent (docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

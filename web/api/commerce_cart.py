@@ -91,7 +91,7 @@ async def reserve(request: web.Request, body: ReserveIn) -> web.Response:
     db = runtime(request).db
     user_id = principal(request).user_id or 0
     key = _key(request)
-    hints = availability.for_engine(db.writer.sync_engine)
+    hints = availability.for_database(db)
 
     async def action(session: AsyncSession) -> tuple[int, dict[str, Any]]:
         hold = await inventory.reserve(session, await caller(request, session), product_id,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.service import get_user
 from accounts.user import User
-from commerce import catalog, flash_sales, lineup
+from commerce import availability, catalog, flash_sales, lineup
 from commerce.catalog import VariantSpec
 from web.api.commerce_common import (
     LineupOut,
@@ -184,9 +184,12 @@ async def my_products(request: web.Request, query: MyProductQuery) -> ProductLis
 @api.route("GET", "/api/products/{id}", summary="A product with its stock and flash sale (drafts: owner only)",
            tag="products", response=ProductOut, errors=(404,))
 async def get_product(request: web.Request) -> ProductOut:
-    async with runtime(request).db.read() as session:
+    db = runtime(request).db
+    async with db.read() as session:
         product = await catalog.visible_product(session, _product_id(request), await _viewer(request, session))
         sale = await flash_sales.sale_for_product(session, product.id, product.price.currency)
+    availability.for_database(db).note_read(product.id, [(variant.id, variant.available)
+                                                         for variant in product.variants])
     return ProductOut.of(product, sale)
 
 
