@@ -12,9 +12,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, String, delete, literal, select, text, update
+from sqlalchemy import BigInteger, String, Table, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,32 @@ def _wake_local_relays() -> None:
         relay.wake()
 
 
+# Built once: building a statement and its cache key costs more than running it (every stock change emits).
+_TOPICS, _OUTBOX = cast(Table, EventTopic.__table__), cast(Table, OutboxEvent.__table__)
+
+
+def _next_seq(insert: Callable[[Table], Any]) -> Any:
+    """Upsert of a topic's row returning its next seq (the row stays locked until commit)."""
+    return (insert(_TOPICS).values(topic=bindparam("topic", type_=String), last_seq=1)
+            .on_conflict_do_update(index_elements=[_TOPICS.c.topic], set_={"last_seq": _TOPICS.c.last_seq + 1})
+            .returning(_TOPICS.c.last_seq))
+
+
+_EVENT_FIELDS = {"type": bindparam("type", type_=String), "payload": bindparam("payload", type_=_OUTBOX.c.payload.type),
+                 "occurred_at": bindparam("occurred_at", type_=BigInteger)}
+_SQLITE_NEXT_SEQ = _next_seq(sqlite.insert)
+_SQLITE_INSERT_EVENT = sqlite.insert(_OUTBOX).values(
+    topic=bindparam("topic", type_=String), seq=bindparam("seq", type_=BigInteger), **_EVENT_FIELDS,
+).returning(_OUTBOX.c.id)
+_taken = _next_seq(postgresql.insert).cte("taken")
+_POSTGRES_EMIT = postgresql.insert(_OUTBOX).from_select(
+    ["topic", "seq", "type", "payload", "occurred_at"],
+    select(bindparam("topic", type_=String), _taken.c.last_seq, *_EVENT_FIELDS.values()),
+).returning(_OUTBOX.c.seq, _OUTBOX.c.id)
+"""On PostgreSQL one statement (a data-modifying CTE): the topic row is locked until commit, so every round
+trip saved here is time other writers of the topic (a flash sale's reserves) do not wait."""
+
+
 async def emit(session: AsyncSession, topic: str, type: str, payload: Mapping[str, Any]) -> Event:
     """Record an event in the caller's write transaction (a session from `Database.write()`).
 
@@ -54,25 +80,13 @@ async def emit(session: AsyncSession, topic: str, type: str, payload: Mapping[st
         raise ValueError(f"event topic must be 1-{TOPIC_MAX_LENGTH} characters: {topic!r}")
     if not type or len(type) > TYPE_MAX_LENGTH:
         raise ValueError(f"event type must be 1-{TYPE_MAX_LENGTH} characters: {type!r}")
-    postgres = session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert if postgres else sqlite.insert
-    next_seq = insert(EventTopic).values(topic=topic, last_seq=1).on_conflict_do_update(
-        index_elements=[EventTopic.topic], set_={"last_seq": EventTopic.last_seq + 1}).returning(EventTopic.last_seq)
-    occurred_at = now_ms()
-    values = dict(payload)
-    if postgres:
-        # One statement (a data-modifying CTE): the topic row is locked until commit, so every round trip
-        # saved here is time other writers of the topic (a flash sale's reserves) do not wait.
-        taken = next_seq.cte("taken")
-        columns = [OutboxEvent.topic, OutboxEvent.seq, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.occurred_at]
-        row = insert(OutboxEvent).from_select(columns, select(
-            literal(topic, String), taken.c.last_seq, literal(type, String),
-            literal(values, OutboxEvent.payload.type), literal(occurred_at, BigInteger)))
-        seq, outbox_id = (await session.execute(row.returning(OutboxEvent.seq, OutboxEvent.id))).one()
+    values, occurred_at = dict(payload), now_ms()
+    fields = {"topic": topic, "type": type, "payload": values, "occurred_at": occurred_at}
+    if session.get_bind().dialect.name == "postgresql":
+        seq, outbox_id = (await session.execute(_POSTGRES_EMIT, fields)).one()
     else:
-        seq = (await session.execute(next_seq)).scalar_one()
-        row = insert(OutboxEvent).values(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at)
-        outbox_id = (await session.execute(row.returning(OutboxEvent.id))).scalar_one()
+        seq = (await session.execute(_SQLITE_NEXT_SEQ, fields)).scalar_one()
+        outbox_id = (await session.execute(_SQLITE_INSERT_EVENT, {**fields, "seq": seq})).scalar_one()
     after_commit(session, _wake_local_relays)
     return Event(topic=topic, seq=seq, type=type, payload=values, occurred_at=occurred_at, id=outbox_id)
 
