@@ -16,8 +16,10 @@ then runs two phases with the same client processes and connections:
 
 The last line printed is one JSON object: oversold (units sold beyond the stock), unsold_with_demand (units
 not sold although buyers were still trying), reserve_rps (reserve answers, held or refused, per second of
-the race), trivial_rps, p99_ms (reserve latency) and the details behind them. FLASH_SALE_TRACE=1 prints
-the stock every 100 ms of the race on stderr.
+the race), trivial_rps, p99_ms (reserve latency) and the details behind them: purchase_p50_ms/p99_ms (a
+paying winner's checkout and payment, from the hold's answer to the payment's) and server_cpu (the server
+process's CPU per trivial request and per reserve answered, the winners' purchases included).
+FLASH_SALE_TRACE=1 prints the stock every 100 ms of the race on stderr.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class WorkerResult:
     """Per reserve answer: held, sold_out, or another status/code."""
     errors: int = 0
     paid_units: int = 0
+    purchase_ms: list[float] = field(default_factory=list)
+    """Per paying winner: from the hold's answer to the payment's (checkout and pay)."""
     race_first: float = 0.0
     race_last: float = 0.0
 
@@ -150,6 +154,7 @@ async def _after_winning(http: aiohttp.ClientSession, shared: Shared, result: Wo
                 if r.status != 200:
                     raise RuntimeError(f"cancel answered {r.status}: {await r.text()}")
             return "abandoned"
+        won = time.perf_counter()
         async with http.post(f"{shared.url}/api/checkout", headers=auth,
                              json={"hold_ids": [hold_id], "shipping_address": ADDRESS}) as r:
             if r.status != 201:
@@ -164,6 +169,7 @@ async def _after_winning(http: aiohttp.ClientSession, shared: Shared, result: Wo
         result.errors += 1
         return "failed"
     result.paid_units += 1
+    result.purchase_ms.append((time.perf_counter() - won) * 1000)
     return "bought"
 
 
@@ -200,7 +206,8 @@ def _worker_main(shared: Shared, buyers: list[tuple[int, str]], seed: int, resul
 def _encode(result: WorkerResult) -> dict[str, Any]:
     return {"trivial": result.trivial, "trivial_errors": result.trivial_errors, "attempts": result.attempts,
             "latencies_ms": result.latencies_ms, "outcomes": dict(result.outcomes), "answers": dict(result.answers),
-            "errors": result.errors, "paid_units": result.paid_units, "race_first": result.race_first,
+            "errors": result.errors, "paid_units": result.paid_units, "purchase_ms": result.purchase_ms,
+            "race_first": result.race_first,
             "race_last": result.race_last}
 
 
@@ -321,6 +328,7 @@ def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: fl
         outcomes.update(part["outcomes"])
         answers.update(part["answers"])
     latencies = [value for part in collected for value in part["latencies_ms"]]
+    purchases = [value for part in collected for value in part["purchase_ms"]]
     attempts = sum(part["attempts"] for part in collected)
     race_seconds = max(part["race_last"] for part in collected) - min(
         part["race_first"] for part in collected if part["race_first"])
@@ -334,6 +342,8 @@ def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: fl
         "trivial_rps": round(trivial / trivial_elapsed, 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1),
         "p50_ms": round(_percentile(latencies, 0.50), 1),
+        "purchase_p50_ms": round(_percentile(purchases, 0.50), 1),
+        "purchase_p99_ms": round(_percentile(purchases, 0.99), 1),
         "backend": backend, "buyers": buyers, "units": units, "clients": clients, "idempotency_keys": keys,
         "polite": polite, "load_average": round(os.getloadavg()[0], 2),
         "reserve_attempts": attempts, "race_seconds": round(race_seconds, 2), "answers": dict(answers),
