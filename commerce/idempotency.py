@@ -20,7 +20,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, any_, bindparam, delete, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnClause,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,17 +92,21 @@ async def is_stored(db: Database, user_id: int, key: str) -> bool:
 
 
 def _stored_keys_query(sqlite: bool) -> Select[int, str]:
-    """Which of a batch's users and keys have an answer stored (the caller keeps the pairs it asked about).
-    The lists are bound as one parameter each (a PostgreSQL array, a JSON array that SQLite unpacks), so
-    every batch runs the same statement, compiled and prepared once, whatever its size."""
+    """Which of a batch's (user, key) pairs have an answer stored. The pairs are bound as one parameter (two
+    PostgreSQL arrays unnested side by side; a JSON array of pairs that SQLite unpacks), so every batch runs
+    the same statement, compiled and prepared once, whatever its size; and they are matched as pairs, one
+    index probe each (`user_id = ANY(users) AND key = ANY(keys)` probed every user with every key: 115 ms
+    of database CPU for a batch of 500)."""
     found = select(IdempotencyKeyRow.user_id, IdempotencyKeyRow.key)
+    pair = tuple_(IdempotencyKeyRow.user_id, IdempotencyKeyRow.key)
     if sqlite:
-        def unpacked(name: str) -> Select[Any]:
-            return select(literal_column("value")).select_from(func.json_each(bindparam(name)))
-        return found.where(IdempotencyKeyRow.user_id.in_(unpacked("users")),
-                           IdempotencyKeyRow.key.in_(unpacked("keys")))
-    return found.where(IdempotencyKeyRow.user_id == any_(bindparam("users", type_=postgresql.ARRAY(Integer))),
-                       IdempotencyKeyRow.key == any_(bindparam("keys", type_=postgresql.ARRAY(String))))
+        item: ColumnClause[Any] = literal_column("value")
+        return found.where(pair.in_(select(func.json_extract(item, "$[0]"), func.json_extract(item, "$[1]"))
+                                    .select_from(func.json_each(bindparam("pairs")))))
+    unnested = func.unnest(bindparam("users", type_=postgresql.ARRAY(BigInteger)),
+                           bindparam("keys", type_=postgresql.ARRAY(String)))
+    asked = unnested.table_valued("user_id", "key").render_derived()
+    return found.join(asked, and_(IdempotencyKeyRow.user_id == asked.c.user_id, IdempotencyKeyRow.key == asked.c.key))
 
 
 _STORED_KEYS = {sqlite: _stored_keys_query(sqlite) for sqlite in (False, True)}
@@ -123,11 +139,11 @@ class StoredKeys:
             for pair in batch:
                 del self._waiting[pair]
             try:
-                users, keys = sorted({user for user, _ in batch}), sorted({key for _, key in batch})
+                pairs = list(batch)
+                asked = ({"pairs": json.dumps(pairs)} if self.db.is_sqlite else
+                         {"users": [user for user, _ in pairs], "keys": [key for _, key in pairs]})
                 async with self.db.reader.connect() as connection:
-                    rows = await connection.execute(_STORED_KEYS[self.db.is_sqlite], {
-                        "users": json.dumps(users) if self.db.is_sqlite else users,
-                        "keys": json.dumps(keys) if self.db.is_sqlite else keys})
+                    rows = await connection.execute(_STORED_KEYS[self.db.is_sqlite], asked)
                     found = {(row.user_id, row.key) for row in rows}
             except Exception as error:
                 for answers in batch.values():

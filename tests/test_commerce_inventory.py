@@ -309,6 +309,22 @@ async def test_a_refusal_is_stored_and_replayed_without_side_effects(db: Databas
     assert await counters(db, item.id) == (1, 0, 0)
 
 
+async def test_stored_keys_are_looked_up_in_batches_as_pairs(db: Database) -> None:
+    """Concurrent lookups share one query, and a key stored by one user is not another user's key."""
+    host, first, second = await users(db, 1, "host") + await users(db, 2)
+    item = await product(db, host, stock=1)
+    request = idempotency.fingerprint("reserve", {"product_id": item.id, "quantity": 1})
+
+    async def action(session: Any) -> tuple[int, dict[str, Any]]:
+        await inventory.reserve(session, first, item.id, hold_seconds=HOLD_SECONDS)
+        return 201, {}
+
+    await idempotency.run(db, first.id, "first-key", "reserve", request, action)
+    asked = [(first.id, "first-key"), (second.id, "first-key"), (first.id, "other"), (second.id, "other")] * 20
+    found = await asyncio.gather(*(idempotency.is_stored(db, user_id, key) for user_id, key in asked))
+    assert found == [True, False, False, False] * 20
+
+
 async def test_reserves_cancels_and_expiries_mixed_keep_the_books(db: Database, database_url: str) -> None:
     host, = await users(db, 1, "host")
     buyers = await users(db, 200)
