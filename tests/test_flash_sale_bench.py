@@ -24,6 +24,7 @@ def check(report: dict[str, Any]) -> None:
     assert report["final_stock"] == {"available": 0, "held": 0, "sold": 5}
     assert report["bought"] == 5 and report["paid_units"] == 5
     assert report["reserve_rps"] > 0 and report["trivial_rps"] > 0 and report["p99_ms"] > 0
+    assert report["purchase_p50_ms"] > 0 and report["server_cpu"]["us_per_reserve"] > 0
     # rate_limited: a buyer retrying within ms of a refusal can pass rate_limits.reserves_per_second
     assert report["errors"] == 0 and set(report["answers"]) <= {"held", "sold_out", "rate_limited"}
 
@@ -35,3 +36,13 @@ def test_flash_sale_bench_on_sqlite() -> None:
 @pytest.mark.postgres
 def test_flash_sale_bench_on_postgres() -> None:
     check(run_bench("--backend", "postgres", "--no-keys"))
+
+
+def test_the_control_run_has_nothing_for_sale() -> None:
+    """`--units 0`: every reserve is refused for the whole timeout (the refusal path alone)."""
+    report, status, err = bench_runs.run_bench(
+        "flash_sale.py", "--buyers", "50", "--units", "0", "--clients", "1", "--trivial-seconds", "0.5",
+        "--timeout", "1.5", "--backend", "sqlite", limit_s=120)
+    assert status == 0, (report, err)
+    assert report["final_stock"] == {"available": 0, "held": 0, "sold": 0} and report["bought"] == 0
+    assert report["reserve_attempts"] > 0 and set(report["answers"]) <= {"sold_out", "rate_limited"}
