@@ -137,10 +137,12 @@ def test_playlists_discontinuity_window_and_sync(tmp_path: Path) -> None:
 
 def test_a_restarted_packager_keeps_the_earlier_part_of_the_recording(tmp_path: Path) -> None:
     path = tmp_path / "shop" / "7.mp4"
-    Recording(path, 1000)
-    path.write_bytes(b"earlier")
-    Recording(path, 2000)
+    Recording(path).start(b"earlier", 1000)
+    restarted = Recording(path)
+    restarted.start(b"init", 2000)
+    restarted.close()
     assert (tmp_path / "shop" / "7.part1.mp4").read_bytes() == b"earlier"
+    assert path.read_bytes() == b"init"
     assert json.loads((tmp_path / "shop" / "7.part1.json").read_text()) == {"origin_ms": 1000}
     assert json.loads((tmp_path / "shop" / "7.json").read_text()) == {"origin_ms": 2000}
 
