@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import av
 import av.error
 import numpy as np
-from av.audio.fifo import AudioFifo
 
 from transcode.fmp4_writer import TrackFormat
 from transcode.playlist import avc1_codec
@@ -21,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
-AAC_FRAME = 1024
 _START_CODE = b"\x00\x00\x00\x01"
 
 
@@ -169,7 +167,6 @@ class OpusToAac:
         assert isinstance(self.decoder, av.AudioCodecContext)
         self.decoder.sample_rate = AUDIO_RATE
         self.decoder.layout = self.layout  # decodes straight to the encoder's format: no resampler
-        self.fifo = AudioFifo()
         self.encoder = av.CodecContext.create("aac", "w")
         assert isinstance(self.encoder, av.AudioCodecContext)
         self.encoder.sample_rate = AUDIO_RATE
@@ -184,7 +181,7 @@ class OpusToAac:
         self.encoder.flags |= av.codec.context.Flags.global_header
         self.encoder.open()
         self._next: int | None = None
-        """Sample position of the fifo's first sample."""
+        """Where the next decoded sample goes (in 1/48000 s)."""
         self.filled = 0
         self.dropped = 0
         """Samples of silence inserted and of audio dropped to keep the output where the timeline puts it."""
@@ -194,42 +191,45 @@ class OpusToAac:
                            bit_rate=AAC_BIT_RATE[self.channels])
 
     def transcode(self, data: bytes | memoryview, position: int) -> list[tuple[bytes, int]]:
-        """(AAC frame, pts in 1/48000) pairs from one Opus packet whose first sample belongs at `position`."""
+        """(AAC frame, pts in 1/48000) pairs from one Opus packet whose first sample belongs at `position`.
+        Decoded frames go to the encoder as they are: its input stage (PyAV's) cuts 1024-sample frames and
+        carries their timestamps, so gapless input comes out gapless."""
         try:
-            decoded = self.decoder.decode(av.Packet(bytes(data)))
+            decoded = self.decoder.decode(av.Packet(data))  # type: ignore[arg-type]  # any buffer will do
         except av.error.FFmpegError:
             return []
+        out: list[tuple[bytes, int]] = []
         for frame in decoded:
             assert isinstance(frame, av.AudioFrame)
-            self._place(frame, position)
-            position += frame.samples
-        out: list[tuple[bytes, int]] = []
-        while self.fifo.samples >= AAC_FRAME:
-            chunk = self.fifo.read(AAC_FRAME)
-            assert chunk is not None and self._next is not None
-            chunk.pts, chunk.time_base = self._next, fractions.Fraction(1, AUDIO_RATE)
-            self._next += AAC_FRAME
-            for packet in self.encoder.encode(chunk):
-                assert packet.pts is not None
-                out.append((bytes(packet), packet.pts))
+            samples = frame.samples
+            for placed in self._place(frame, position):
+                for packet in self.encoder.encode(placed):
+                    assert packet.pts is not None
+                    out.append((bytes(packet), packet.pts))
+            position += samples
         return out
 
-    def _place(self, frame: av.AudioFrame, position: int) -> None:
-        expected = None if self._next is None else self._next + self.fifo.samples
-        frame.pts = None
+    def _place(self, frame: av.AudioFrame, position: int) -> list[av.AudioFrame]:
+        """The frame, stamped where the output continues, after silence for a hole or without what overlaps."""
+        expected = self._next
         if expected is None or abs(position - expected) > self.MAX_FILL:
-            self.fifo = AudioFifo()
-            self._next = position
-        elif position > expected + self.SLACK:
+            expected = position
+        frames = []
+        if position > expected + self.SLACK:
             self.filled += position - expected
-            self.fifo.write(self._samples(np.zeros((self.channels, position - expected), np.float32)))
+            frames.append(self._samples(np.zeros((self.channels, position - expected), np.float32)))
         elif position < expected - self.SLACK:
             skip = expected - position
             self.dropped += min(skip, frame.samples)
             if skip >= frame.samples:
-                return
+                return []
             frame = self._samples(frame.to_ndarray()[:, skip:])
-        self.fifo.write(frame)
+        frames.append(frame)
+        for placed in frames:
+            placed.pts = expected
+            expected += placed.samples
+        self._next = expected
+        return frames
 
     def _samples(self, planes: np.ndarray) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes, np.float32), format="fltp", layout=self.layout)
