@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import fractions
-import gc
 import json
 import logging
 import os
@@ -274,9 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    # What start-up made (the imports: av, aiortc, pydantic) lives as long as the process: out of the cyclic
-    # collector's sight, its full collections walk only what packaging allocates (they were half the CPU).
-    gc.freeze()
     print(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
     started = time.monotonic()
     try:
