@@ -48,7 +48,8 @@ logger = logging.getLogger("transcode.packager")  # not __name__: that is "__mai
 
 POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
-"""Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
+"""Seconds of video a new source waits for its audio (held, from its first keyframe) before it starts
+without an audio track."""
 FRAGMENT_MIN = 0.9
 """A fragment (a segment) closes at the first keyframe after this share of the segment length."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
@@ -93,8 +94,8 @@ class Packager:
         """Whether this epoch's samples go to the writer (from its first keyframe on)."""
         self.audio_epoch: int | None = None
         """The last epoch audio arrived in."""
-        self.first_video: float | None = None
-        """Output time of this epoch's first video frame."""
+        self.held: list[tuple[EncodedVideo, bool]] = []
+        """This epoch's video from its first keyframe on, while its audio is awaited."""
         self.packets = 0
         self.bad_packets = 0
         self._next_poster = 0.0
@@ -122,7 +123,7 @@ class Packager:
         logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
         self.epoch = packet.epoch
         self.started = False
-        self.first_video = None
+        self.held = []
         self.assembler = None
         self.aac = None
         self._flush()
@@ -142,13 +143,24 @@ class Packager:
             self._mux_video(video, params_changed=decoded is not None)
 
     def _mux_video(self, video: EncodedVideo, params_changed: bool) -> None:
-        params = self.h264.current
-        if params is None or (not self.started and not video.keyframe):
+        if self.h264.current is None or (not self.started and not self.held and not video.keyframe):
             return
-        if self.first_video is None:
-            self.first_video = video.seconds
-        if not self.started and self.audio_epoch != self.epoch and video.seconds - self.first_video < AUDIO_WAIT:
-            return  # its audio may be a moment behind: give it until a later keyframe
+        if not self.started:
+            self.held.append((video, params_changed))  # its audio may be a moment behind: wait, a little
+            if self.audio_epoch == self.epoch or video.seconds - self.held[0][0].seconds >= AUDIO_WAIT:
+                self._release()
+            return
+        self._write_video(video, params_changed)
+
+    def _release(self) -> None:
+        """The held video goes out, now that this source's tracks are known."""
+        held, self.held = self.held, []
+        for video, params_changed in held:
+            self._write_video(video, params_changed)
+
+    def _write_video(self, video: EncodedVideo, params_changed: bool) -> None:
+        params = self.h264.current
+        assert params is not None
         audio_came = self.writer is not None and self.writer.audio_format is None and self._audio_track() is not None
         if not self.started or params_changed or (video.keyframe and audio_came):
             self._start(params, video.seconds)
@@ -191,6 +203,8 @@ class Packager:
         if self.aac is None:
             self.aac = OpusToAac(opus_channels(packet.payload))
         self.audio_epoch = packet.epoch
+        if self.held:
+            self._release()
         seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
         frames = self.aac.transcode(packet.payload, round(seconds * AUDIO_RATE))
         if self.started and self.writer is not None:
