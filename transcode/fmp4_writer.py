@@ -218,7 +218,8 @@ class FragmentWriter:
     def add_audio(self, frame: bytes, pts: int) -> None:
         """One AAC frame at `pts` in the audio timescale; dropped when it starts before the video does."""
         audio, start = self._audio, self._start
-        if audio is None or start is None or pts <= audio.last or pts * self._video.timescale < start * audio.timescale:
+        if (audio is None or start is None or pts <= audio.last or pts < audio.origin
+                or pts * self._video.timescale < start * audio.timescale):
             return
         audio.last = pts
         audio.pts.append(pts)
