@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """HLS benchmark: publisher-to-segment latency and packager CPU, remux (H.264) against transcode (VP8).
 
-    python bench/hls_latency.py [--seconds S] [--warmup W] [--segment-seconds D]
+    python bench/hls_latency.py [--seconds S] [--warmup W] [--segment-seconds D] [--audio-signal voice|tone]
 
-Two rooms run side by side, each with its own real packager process (`python -m transcode.packager`, live
-HLS plus recording, as the server runs it): one fed 720p30 H.264, which it remuxes, one fed 720p30 VP8,
-which it decodes and encodes to H.264; both get Opus, encoded to AAC. Pre-encoded media (ffmpeg, cached in
-the temp directory) is packetised with aiortc's packetisers and sent as tap datagrams, paced in real time,
-exactly what a media worker's tap sends (media/tap.py); the SFU path itself is measured by sfu_fanout.py.
+Six rooms run side by side, each with its own real packager process (`python -m transcode.packager`, live
+HLS plus recording, as the server runs it), in pairs: one fed 720p30 H.264, which it remuxes, one fed
+720p30 VP8, which it decodes and encodes to H.264 (x264 `veryfast`, at the bit rate the packager picks).
+The pairs differ in their audio, encoded to AAC: mono Opus at 32 kbit/s (what a browser tab sends from a
+microphone: the product's main host path, the headline ratio), stereo Opus at 128 kbit/s (what OBS sends),
+and none. Pre-encoded media (ffmpeg, cached in the temp directory) is packetised with aiortc's packetisers
+and sent as tap datagrams, paced in real time, exactly what a media worker's tap sends (media/tap.py); the
+SFU path itself is measured by sfu_fanout.py.
 
 - latency: for every video frame, from its send time to the moment a segment holding it is listed in the
   live media playlist (so a player can fetch it); p50/p99 per room, target at most segment duration + 1 s;
 - CPU: utime + stime of each packager process over the steady-state window, per second of media, and
-  the remux room's CPU as a fraction of the transcode room's (target at most 5%).
+  each remux room's CPU as a fraction of its transcode room's (target at most 5%): `cpu_ratio` (mono
+  audio), `cpu_ratio_stereo_audio`, `cpu_ratio_video_only`.
 
 Human-readable lines first; the last line is one JSON object with every figure.
 """
@@ -47,7 +51,19 @@ from aiortc.codecs.h264 import H264Encoder  # noqa: E402
 from aiortc.codecs.vpx import Vp8Encoder  # noqa: E402
 
 from bench.analysis import percentile  # noqa: E402
-from bench.media_files import FPS, HEIGHT, KEYFRAME_INTERVAL_S, VIDEO_KBPS, WIDTH, _ffmpeg, load_media, prepare_media  # noqa: E402
+from bench.media_files import (  # noqa: E402
+    AUDIO_SIGNALS,
+    FPS,
+    HEIGHT,
+    KEYFRAME_INTERVAL_S,
+    VIDEO_KBPS,
+    WIDTH,
+    _ffmpeg,
+    load_media,
+    load_opus,
+    prepare_audio,
+    prepare_media,
+)
 from bench.procstat import cpu_seconds  # noqa: E402
 from media.supervisor import child_environment  # noqa: E402
 from media.tap import CODECS, KINDS, TAP_HEADER, TAP_MAGIC, TAP_VERSION  # noqa: E402
@@ -85,7 +101,8 @@ class Room:
     codec: str
     frames: list[bytes]
     directory: Path
-    audio: bool = True
+    audio: list[bytes] | None
+    """Opus packets of AUDIO_PACKET_S each, looped; None for a room without audio."""
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     sent_ns: list[int] = field(default_factory=list)
@@ -122,7 +139,7 @@ def _datagram(kind: str, codec: str, sequence: int, timestamp: int, marker: bool
     return header + rtp + payload
 
 
-async def send(rooms: list[Room], audio: list[bytes], seconds: float) -> None:
+async def send(rooms: list[Room], seconds: float) -> None:
     """Video at FPS and Opus every 20 ms to every room, paced against the clock, looping the clips."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
@@ -146,11 +163,13 @@ async def send(rooms: list[Room], audio: list[bytes], seconds: float) -> None:
                                           payload), ("127.0.0.1", room.port))
             video_index += 1
         else:
-            for room in (room for room in rooms if room.audio):
+            for room in rooms:
+                if room.audio is None:
+                    continue
                 sequence = sequences[room.name, "audio"]
                 sequences[room.name, "audio"] += 1
                 sock.sendto(_datagram("audio", "audio/opus", sequence, audio_index * 960, False,
-                                      audio[audio_index % len(audio)]), ("127.0.0.1", room.port))
+                                      room.audio[audio_index % len(room.audio)]), ("127.0.0.1", room.port))
             audio_index += 1
     sock.close()
 
@@ -188,23 +207,31 @@ def _segment_latencies(room: Room, playlist: str, uri: str, seen_ns: int) -> Non
     room.latencies.extend((seen_ns - sent) / 1e9 for sent in room.sent_ns[first:last])
 
 
-async def run(seconds: float, warmup: float, segment_seconds: float) -> dict[str, Any]:
+ROOMS = ("remux", "transcode", "remux_stereo", "transcode_stereo", "remux_video_only", "transcode_video_only")
+MONO_KBPS = 32
+"""Chrome's Opus bit rate for a mono microphone."""
+STEREO_KBPS = 128
+
+
+async def run(seconds: float, warmup: float, segment_seconds: float, signal: str) -> dict[str, Any]:
     # A whole number of GOPs, so the looped clip keeps its keyframe rhythm (and its segments their length).
     clip = KEYFRAME_INTERVAL_S * math.ceil(max(12, min(seconds + warmup, 30)) / KEYFRAME_INTERVAL_S)
     vp8 = load_media(prepare_media(clip))
     h264 = load_h264(prepare_h264(clip))
+    audio = {"": load_opus(prepare_audio(signal, 1, MONO_KBPS, clip)),
+             "_stereo": load_opus(prepare_audio(signal, 2, STEREO_KBPS, clip)), "_video_only": None}
     with tempfile.TemporaryDirectory(prefix="pinstream-hls-bench-") as work:
         vp8_frames = [frame for frame, _key in vp8.video]
-        rooms = [Room("remux", "video/h264", h264, Path(work) / "remux"),
-                 Room("transcode", "video/vp8", vp8_frames, Path(work) / "transcode"),
-                 Room("remux_video_only", "video/h264", h264, Path(work) / "remux-v", audio=False),
-                 Room("transcode_video_only", "video/vp8", vp8_frames, Path(work) / "transcode-v", audio=False)]
+        rooms = [Room(f"{kind}{suffix}", codec, frames, Path(work) / f"{kind}{suffix}", packets)
+                 for suffix, packets in audio.items()
+                 for kind, codec, frames in (("remux", "video/h264", h264), ("transcode", "video/vp8", vp8_frames))]
+        assert tuple(room.name for room in rooms) == ROOMS
         try:
             for room in rooms:
                 room.start(segment_seconds)
             done = asyncio.Event()
             watcher = asyncio.create_task(watch(rooms, done))
-            sender = asyncio.create_task(send(rooms, vp8.audio, warmup + seconds + 2 * segment_seconds + 1))
+            sender = asyncio.create_task(send(rooms, warmup + seconds + 2 * segment_seconds + 1))
             await asyncio.sleep(warmup)
             for room in rooms:
                 room.latencies.clear()
@@ -221,14 +248,19 @@ async def run(seconds: float, warmup: float, segment_seconds: float) -> dict[str
         finally:
             for room in rooms:
                 room.stop()
-    return _report(rooms, measured, seconds, segment_seconds)
+    return _report(rooms, measured, seconds, segment_seconds, signal)
 
 
-def _report(rooms: list[Room], measured: dict[str, int], seconds: float, segment_seconds: float) -> dict[str, Any]:
+def _ratio(remux: Room, transcode: Room) -> float | None:
+    return round(remux.cpu / transcode.cpu, 4) if transcode.cpu > 0 else None
+
+
+def _report(rooms: list[Room], measured: dict[str, int], seconds: float, segment_seconds: float,
+            signal: str) -> dict[str, Any]:
     target_s = segment_seconds + LATENCY_TARGET_EXTRA_S
-    remux, transcode, remux_video, transcode_video = rooms
-    ratio = remux.cpu / transcode.cpu if transcode.cpu > 0 else None
-    video_ratio = remux_video.cpu / transcode_video.cpu if transcode_video.cpu > 0 else None
+    remux, transcode, remux_stereo, transcode_stereo, remux_video, transcode_video = rooms
+    ratios = {"cpu_ratio": _ratio(remux, transcode), "cpu_ratio_stereo_audio": _ratio(remux_stereo, transcode_stereo),
+              "cpu_ratio_video_only": _ratio(remux_video, transcode_video)}
     latency = {}
     for room in rooms:
         p50, p99 = percentile(room.latencies, 0.5), percentile(room.latencies, 0.99)
@@ -236,19 +268,16 @@ def _report(rooms: list[Room], measured: dict[str, int], seconds: float, segment
                               "frames_at_window_end": measured[room.name]}
         print(f"{room.name:>20}: frame sent -> fetchable in a segment p50 {_ms(p50)} ms, p99 {_ms(p99)} ms "
               f"({len(room.latencies)} frames); packager CPU {room.cpu * 100:.1f}% of a core", flush=True)
-    print(f"remux CPU / transcode CPU per room = {ratio:.3f}; video only = {video_ratio:.3f}"
-          if ratio is not None and video_ratio is not None else "no transcode CPU measured")
+    print("remux CPU / transcode CPU per room: " + ", ".join(f"{key} = {value}" for key, value in ratios.items()))
     return {
         "bench": "hls_latency", "seconds": seconds, "segment_seconds": segment_seconds,
-        "video": f"{WIDTH}x{HEIGHT}@{FPS} {VIDEO_KBPS} kbps", "latency": latency,
-        "latency_target_ms": round(target_s * 1000),
+        "video": f"{WIDTH}x{HEIGHT}@{FPS} {VIDEO_KBPS} kbps",
+        "audio": {"signal": signal, "mono_opus_kbps": MONO_KBPS, "stereo_opus_kbps": STEREO_KBPS},
+        "latency": latency, "latency_target_ms": round(target_s * 1000),
         "latency_ok": all((percentile(r.latencies, 0.99) or 1e9) <= target_s for r in rooms),
         "cpu_cores": {room.name: round(room.cpu, 4) for room in rooms},
-        "remux_to_transcode_cpu": round(ratio, 4) if ratio is not None else None,
-        "remux_to_transcode_cpu_video_only": round(video_ratio, 4) if video_ratio is not None else None,
-        "cpu_ratio_target": CPU_RATIO_TARGET,
-        "cpu_ratio_ok": ratio is not None and ratio <= CPU_RATIO_TARGET,
-        "cpu_ratio_video_only_ok": video_ratio is not None and video_ratio <= CPU_RATIO_TARGET,
+        **ratios, "cpu_ratio_target": CPU_RATIO_TARGET,
+        **{f"{key}_ok": value is not None and value <= CPU_RATIO_TARGET for key, value in ratios.items()},
     }
 
 
@@ -261,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="steady-state window")
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--segment-seconds", type=float, default=2.0)
+    parser.add_argument("--audio-signal", choices=AUDIO_SIGNALS, default="voice",
+                        help="what the Opus carries: speech over a noise floor (a host's microphone), or a pure tone")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.seconds, args.warmup, args.segment_seconds))
+    result = asyncio.run(run(args.seconds, args.warmup, args.segment_seconds, args.audio_signal))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -82,6 +82,55 @@ def prepare_media(seconds: int = 12, cache_root: Path | None = None) -> Path:
     return directory
 
 
+VOICE_TEXT = (
+    "Welcome back everyone, and thank you for joining the show. Today we have three vintage denim jackets, a "
+    "leather weekend bag, and two pairs of very rare sneakers in size nine and ten. Keep an eye on the countdown: "
+    "the flash sale starts in two minutes, stock is limited, and every order is first come, first served. Questions "
+    "go in the chat, and I will read them out between the items.")
+AUDIO_SIGNALS = ("voice", "tone")
+"""voice: synthetic speech (ffmpeg's flite) over a pink-noise floor, what a host's microphone gives; tone: a
+440 Hz sine, a worst case for AAC encoders (they iterate their rate control on a signal this sparse)."""
+
+
+def prepare_audio(signal: str, channels: int, kbps: int, seconds: int, cache_root: Path | None = None) -> Path:
+    """An Ogg Opus file (48 kHz, 20 ms packets) of `signal` in `channels` channels, cached like prepare_media.
+    In stereo, the voice sits in the middle of noise that differs per channel (a room, not a copied mono)."""
+    if signal not in AUDIO_SIGNALS or channels not in (1, 2):
+        raise ValueError(f"signal must be one of {AUDIO_SIGNALS}, channels 1 or 2")
+    params = f"v1 {signal} {channels}ch opus{kbps}k {seconds}s"
+    digest = hashlib.sha256(f"{params} {VOICE_TEXT}".encode()).hexdigest()[:12]
+    path = (cache_root or Path(tempfile.gettempdir())) / f"pinstream-bench-audio-{digest}.ogg"
+    if path.exists():
+        return path
+    temporary = path.with_suffix(f".{os.getpid()}.ogg")
+    if signal == "tone":
+        sources = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+        graph = f"[0]aformat=channel_layouts={'stereo' if channels == 2 else 'mono'}[out]"
+    else:
+        text = VOICE_TEXT.replace(",", "\\,").replace(":", "\\:")
+        sources = ["-f", "lavfi", "-i", f"flite=text='{text}':voice=slt"]
+        for seed in range(channels):
+            sources += ["-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.004:sample_rate=48000:seed={seed + 1}"]
+        noise = "[1][2]amerge=inputs=2[noise]" if channels == 2 else "[1]anull[noise]"
+        layout = "stereo" if channels == 2 else "mono"
+        graph = (f"[0]aresample=48000,aformat=channel_layouts={layout},aloop=loop=-1:size=2000000[voice];{noise};"
+                 "[voice][noise]amix=inputs=2:normalize=0[out]")
+    _ffmpeg([*sources, "-filter_complex", graph, "-map", "[out]", "-t", str(seconds), "-ac", str(channels),
+             "-c:a", "libopus", "-b:a", f"{kbps}k", "-frame_duration", str(AUDIO_FRAME_MS),
+             "-application", "voip" if channels == 1 else "audio", "-f", "ogg", str(temporary)])
+    temporary.replace(path)
+    return path
+
+
+def load_opus(path: Path) -> list[bytes]:
+    """The Opus packets of an Ogg file, in order."""
+    with av.open(str(path)) as container:
+        packets = [bytes(packet) for packet in container.demux(container.streams.audio[0]) if packet.size]
+    if not packets:
+        raise RuntimeError(f"{path}: no packets")
+    return packets
+
+
 def load_media(directory: Path) -> EncodedMedia:
     video: list[tuple[bytes, bool]] = []
     with av.open(str(directory / "video.ivf")) as container:

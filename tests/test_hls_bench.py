@@ -14,9 +14,10 @@ def test_hls_bench_smoke() -> None:
                                                 "--segment-seconds", "1", limit_s=220)
     assert status == 0, err
     assert summary["bench"] == "hls_latency" and summary["latency_target_ms"] == 2000
-    for room in ("remux", "transcode", "remux_video_only", "transcode_video_only"):
+    for room in ("remux", "transcode", "remux_stereo", "transcode_stereo", "remux_video_only", "transcode_video_only"):
         latency = summary["latency"][room]
         assert latency["frames"] > 30 and 0 < latency["p50_ms"] <= latency["p99_ms"], summary
         assert summary["cpu_cores"][room] >= 0
     assert summary["cpu_cores"]["transcode"] > summary["cpu_cores"]["remux_video_only"]
-    assert summary["remux_to_transcode_cpu"] is not None
+    for ratio in ("cpu_ratio", "cpu_ratio_stereo_audio", "cpu_ratio_video_only"):
+        assert summary[ratio] is not None and isinstance(summary[f"{ratio}_ok"], bool), summary

@@ -41,18 +41,24 @@ def _video(seconds: float, width: int = WIDTH, height: int = HEIGHT) -> list[tup
     return frames
 
 
-def _audio(seconds: float) -> list[bytes]:
+def opus_tone(seconds: float, channels: int = 2, frequency: float = 440) -> list[bytes]:
+    """20 ms Opus packets of a sine at a quarter of full scale, in `channels` channels (mono: as a browser
+    sends a microphone; the TOC byte says which)."""
     encoder = av.CodecContext.create("libopus", "w")
     assert isinstance(encoder, av.AudioCodecContext)
-    encoder.sample_rate, encoder.layout, encoder.format = 48000, "stereo", "s16"
+    layout = "stereo" if channels == 2 else "mono"
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, layout, "s16"
+    encoder.bit_rate = 64_000 * channels
     encoder.time_base = fractions.Fraction(1, 48000)
     packets = []
     for index in range(int(seconds * 50)):
-        tone = (np.sin(np.arange(960) * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).T.reshape(1, -1), format="s16", layout="stereo")
+        time = (np.arange(960) + index * 960) / 48000
+        tone = (np.sin(2 * np.pi * frequency * time) * 8192).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.stack([tone] * channels).T.reshape(1, -1), format="s16", layout=layout)
         frame.sample_rate, frame.pts = 48000, index * 960
         packets += [bytes(packet) for packet in encoder.encode(frame)]
     return packets
+
 
 
 def _datagram(kind: str, codec: str, epoch: int, arrival_ns: int, sequence: int, timestamp: int, marker: bool,
@@ -91,7 +97,7 @@ def _segments(playlist: str) -> list[str]:
 
 
 def test_playlists_discontinuity_window_and_sync(tmp_path: Path) -> None:
-    video, audio = _video(4), _audio(4)
+    video, audio = _video(4), opus_tone(4)
     config = PackagerConfig(room="shop", show_id=7, hls_directory=str(tmp_path / "hls"),
                             recording=str(tmp_path / "rec" / "7.mp4"), segment_seconds=1.0, window_segments=3)
     packager = Packager(config)
@@ -137,10 +143,12 @@ def test_playlists_discontinuity_window_and_sync(tmp_path: Path) -> None:
 
 def test_a_restarted_packager_keeps_the_earlier_part_of_the_recording(tmp_path: Path) -> None:
     path = tmp_path / "shop" / "7.mp4"
-    Recording(path, 1000)
-    path.write_bytes(b"earlier")
-    Recording(path, 2000)
+    Recording(path).start(b"earlier", 1000)
+    restarted = Recording(path)
+    restarted.start(b"init", 2000)
+    restarted.close()
     assert (tmp_path / "shop" / "7.part1.mp4").read_bytes() == b"earlier"
+    assert path.read_bytes() == b"init"
     assert json.loads((tmp_path / "shop" / "7.part1.json").read_text()) == {"origin_ms": 1000}
     assert json.loads((tmp_path / "shop" / "7.json").read_text()) == {"origin_ms": 2000}
 
@@ -150,8 +158,8 @@ def test_a_resolution_change_starts_a_new_init_segment_after_a_discontinuity(tmp
                             segment_seconds=1.0, window_segments=6)
     packager = Packager(config)
     sequences = {"video": 0, "audio": 0}
-    small = _tap_stream(_video(2), _audio(2), 1, 0.0, sequences)
-    large = _tap_stream(_video(3, 640, 360), _audio(3), 1, 2.0, sequences)  # same source, same epoch
+    small = _tap_stream(_video(2), opus_tone(2), 1, 0.0, sequences)
+    large = _tap_stream(_video(3, 640, 360), opus_tone(3), 1, 2.0, sequences)  # same source, same epoch
     for _arrival, datagram in [*small, *large]:
         packager.handle(datagram)
     packager.close()
@@ -194,3 +202,31 @@ def test_a_recording_in_parts_plays_as_one_playlist_with_a_discontinuity(tmp_pat
     assert lines[-2] == "recording.mp4" and "part1.mp4" in lines
     mp4.with_suffix(".part1.mp4").unlink()
     assert "#EXT-X-DISCONTINUITY\n" not in (vod_playlist(mp4) or "")
+
+
+def _channels(path: Path) -> list[int]:
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "stream=channels",
+                            "-of", "json", str(path)], capture_output=True, text=True, check=True, timeout=30)
+    return [int(stream["channels"]) for stream in json.loads(probe.stdout)["streams"]]
+
+
+def test_aac_has_the_channel_count_of_each_source(tmp_path: Path) -> None:
+    """A browser's mono microphone becomes mono AAC; a later source in stereo (OBS) gets a new init segment
+    after a discontinuity, and the recording a new part, since a track cannot change its channel count."""
+    config = PackagerConfig(room="shop", show_id=9, hls_directory=str(tmp_path / "hls"),
+                            recording=str(tmp_path / "rec" / "9.mp4"), segment_seconds=1.0, window_segments=10)
+    packager = Packager(config)
+    sequences = {"video": 0, "audio": 0}
+    for _arrival, datagram in [*_tap_stream(_video(3), opus_tone(3, channels=1), 1, 0.0, sequences),
+                               *_tap_stream(_video(3), opus_tone(3, channels=2), 2, 3.5, sequences)]:
+        packager.handle(datagram)
+    packager.close()
+    hls = tmp_path / "hls"
+    playlist = (hls / "media.m3u8").read_text()
+    assert playlist.count("#EXT-X-DISCONTINUITY\n") == 1 and '#EXT-X-MAP:URI="init-2.mp4"' in playlist, playlist
+    first = playlist.split("#EXT-X-DISCONTINUITY\n")[0]
+    segment = next(line for line in first.splitlines() if line.startswith("seg-"))
+    (tmp_path / "mono.mp4").write_bytes((hls / "init-1.mp4").read_bytes() + (hls / segment).read_bytes())
+    assert _channels(tmp_path / "mono.mp4") == [1]
+    assert [name for name, _path in recording_parts(tmp_path / "rec" / "9.mp4")] == ["part1.mp4", "recording.mp4"]
+    assert _channels(tmp_path / "rec" / "9.part1.mp4") == [1] and _channels(tmp_path / "rec" / "9.mp4") == [2]

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import fractions
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import av
 import av.error
-from av.audio.fifo import AudioFifo
-from av.audio.resampler import AudioResampler
+import numpy as np
 
+from transcode.fmp4_writer import TrackFormat
 from transcode.playlist import avc1_codec
 
 logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
-AAC_FRAME = 1024
 _START_CODE = b"\x00\x00\x00\x01"
 
 
@@ -29,16 +29,19 @@ class VideoParams:
 
     width: int
     height: int
-    extradata: bytes
-    """SPS and PPS in Annex B."""
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
     codec: str
     """RFC 6381 codec string, e.g. avc1.42e01f."""
+
+    def track(self) -> TrackFormat:
+        return TrackFormat(VIDEO_CLOCK, width=self.width, height=self.height, sps=self.sps, pps=self.pps)
 
 
 @dataclass(frozen=True)
 class EncodedVideo:
-    data: bytes
-    """One H.264 access unit in Annex B."""
+    units: list[bytes | memoryview]
+    """One H.264 access unit: its NAL units, without start codes."""
     seconds: float
     keyframe: bool
 
@@ -53,19 +56,16 @@ def nal_units(access_unit: bytes) -> list[bytes]:
     return units
 
 
-def parameter_sets(access_unit: bytes) -> bytes | None:
-    """SPS + PPS of a keyframe access unit in Annex B, or None when it carries neither."""
-    sets = [unit for unit in nal_units(access_unit) if unit[0] & 0x1F in (7, 8)]
-    if not any(unit[0] & 0x1F == 7 for unit in sets) or not any(unit[0] & 0x1F == 8 for unit in sets):
-        return None
-    return b"".join(_START_CODE + unit for unit in sets)
+def annex_b(units: Sequence[bytes | memoryview]) -> bytes:
+    """An access unit in Annex B (what a decoder takes)."""
+    return b"".join(part for unit in units for part in (_START_CODE, unit))
 
 
-def decode_keyframe(access_unit: bytes) -> av.VideoFrame | None:
+def decode_keyframe(units: Sequence[bytes | memoryview]) -> av.VideoFrame | None:
     """Decode one H.264 keyframe on its own (a fresh decoder: cheap, and done rarely)."""
     decoder = av.CodecContext.create("h264", "r")
     try:
-        frames = decoder.decode(av.Packet(access_unit)) + decoder.decode(None)
+        frames = decoder.decode(av.Packet(annex_b(units))) + decoder.decode(None)
     except av.error.FFmpegError:
         return None
     return frames[0] if frames else None
@@ -77,16 +77,16 @@ class H264Params:
     def __init__(self) -> None:
         self.current: VideoParams | None = None
 
-    def update(self, access_unit: bytes) -> av.VideoFrame | None:
+    def update(self, units: Sequence[bytes | memoryview]) -> av.VideoFrame | None:
         """Returns the decoded keyframe when the parameters changed (it was decoded to learn its size)."""
-        sets = parameter_sets(access_unit)
-        if sets is None or (self.current is not None and sets == self.current.extradata):
+        sps = tuple(bytes(unit) for unit in units if unit[0] & 0x1F == 7)
+        pps = tuple(bytes(unit) for unit in units if unit[0] & 0x1F == 8)
+        if not sps or not pps or (self.current is not None and (sps, pps) == (self.current.sps, self.current.pps)):
             return None
-        frame = decode_keyframe(access_unit)
+        frame = decode_keyframe(units)
         if frame is None:
             return None
-        sps = next(unit for unit in nal_units(sets) if unit[0] & 0x1F == 7)
-        self.current = VideoParams(frame.width, frame.height, sets, avc1_codec(sps))
+        self.current = VideoParams(frame.width, frame.height, sps, pps, avc1_codec(sps[0]))
         return frame
 
 
@@ -121,7 +121,7 @@ class Vp8ToH264:
                 self._next_key = seconds + self.keyframe_seconds
             for packet in encoder.encode(image):
                 assert packet.pts is not None
-                out.append(EncodedVideo(bytes(packet), packet.pts / VIDEO_CLOCK, packet.is_keyframe))
+                out.append(EncodedVideo(list(nal_units(bytes(packet))), packet.pts / VIDEO_CLOCK, packet.is_keyframe))
         return out
 
     def _encoder(self, frame: av.VideoFrame) -> av.VideoCodecContext:
@@ -140,61 +140,98 @@ class Vp8ToH264:
         return self.encoder
 
 
+def opus_channels(packet: bytes | memoryview) -> int:
+    """1 or 2: the stereo flag of an Opus packet's TOC byte (RFC 6716 3.1). Browsers send mono microphone
+    audio unless the SDP asks for stereo; OBS sends stereo."""
+    return 2 if packet and packet[0] & 0x04 else 1
+
+
+AAC_BIT_RATE = {1: 64_000, 2: 96_000}
+
+
 class OpusToAac:
-    """Opus packets in, AAC-LC frames (1024 samples, 48 kHz stereo) out, with continuous timestamps: a
-    packet more than `RESYNC_SAMPLES` away from where the last one ended (a loss, a new source) restarts
-    the count from its own time."""
+    """Opus packets in, AAC-LC frames (1024 samples at 48 kHz) out, in the source's channel count (mono AAC
+    costs about half of stereo; a source that switches packet by packet is decoded to the count chosen at its
+    start). The output is gapless: each packet's samples go where the timeline puts them, a small hole (a lost
+    packet, a resync forward) is filled with silence and a small overlap (a resync back) is dropped; only
+    a jump over `MAX_FILL` restarts the count from the packet's own time."""
 
-    RESYNC_SAMPLES = 2 * 960
+    MAX_FILL = 5 * AUDIO_RATE
+    SLACK = AUDIO_RATE // 1000
+    """Differences up to 1 ms are rounding, not holes."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.layout = "stereo" if channels == 2 else "mono"
         self.decoder = av.CodecContext.create("opus", "r")
+        assert isinstance(self.decoder, av.AudioCodecContext)
         self.decoder.sample_rate = AUDIO_RATE
-        self.decoder.layout = "stereo"
-        self.resampler = AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
-        self.fifo = AudioFifo()
+        self.decoder.layout = self.layout  # decodes straight to the encoder's format: no resampler
         self.encoder = av.CodecContext.create("aac", "w")
         assert isinstance(self.encoder, av.AudioCodecContext)
         self.encoder.sample_rate = AUDIO_RATE
-        self.encoder.layout = "stereo"
+        self.encoder.layout = self.layout
         self.encoder.format = "fltp"
-        self.encoder.bit_rate = 96_000
-        # ffmpeg's "fast" coder costs a third of the default "twoloop" (about 0.6 % of a core against 1.5 %),
-        # which is most of what a remuxed room costs; at 96 kbit/s stereo the difference is hard to hear.
-        self.encoder.options = {"aac_coder": "fast"}
+        self.encoder.bit_rate = AAC_BIT_RATE[channels]
+        # ffmpeg's "fast" coder costs a third of "twoloop" at the same bit rate. Of its tools, perceptual noise
+        # substitution is for lower bit rates than ours (and costs 5 % of the encoder in stereo); TNS, M/S and
+        # intensity stereo cost next to nothing and help speech and stereo, so they stay.
+        self.encoder.options = {"aac_coder": "fast", "aac_pns": "0"}
         self.encoder.time_base = fractions.Fraction(1, AUDIO_RATE)
         self.encoder.flags |= av.codec.context.Flags.global_header
         self.encoder.open()
         self._next: int | None = None
-        """Sample time of the fifo's first sample."""
+        """Where the next decoded sample goes (in 1/48000 s)."""
+        self.filled = 0
+        self.dropped = 0
+        """Samples of silence inserted and of audio dropped to keep the output where the timeline puts it."""
 
-    @property
-    def extradata(self) -> bytes:
-        return bytes(self.encoder.extradata or b"")
+    def track(self) -> TrackFormat:
+        return TrackFormat(AUDIO_RATE, channels=self.channels, audio_config=bytes(self.encoder.extradata or b""),
+                           bit_rate=AAC_BIT_RATE[self.channels])
 
-    def transcode(self, data: bytes, seconds: float) -> list[tuple[bytes, int]]:
-        """(AAC frame, pts in 1/48000) pairs."""
+    def transcode(self, data: bytes | memoryview, position: int) -> list[tuple[bytes, int]]:
+        """(AAC frame, pts in 1/48000) pairs from one Opus packet whose first sample belongs at `position`.
+        Decoded frames go to the encoder as they are: its input stage (PyAV's) cuts 1024-sample frames and
+        carries their timestamps, so gapless input comes out gapless."""
         try:
-            decoded = self.decoder.decode(av.Packet(data))
+            decoded = self.decoder.decode(av.Packet(data))  # type: ignore[arg-type]  # any buffer will do
         except av.error.FFmpegError:
             return []
-        start = round(seconds * AUDIO_RATE)
         out: list[tuple[bytes, int]] = []
         for frame in decoded:
-            for resampled in self.resampler.resample(frame):
-                expected = None if self._next is None else self._next + self.fifo.samples
-                if expected is None or abs(start - expected) > self.RESYNC_SAMPLES:
-                    self.fifo = AudioFifo()
-                    self._next = start
-                resampled.pts = None
-                self.fifo.write(resampled)
-                start += resampled.samples
-            while self.fifo.samples >= AAC_FRAME:
-                chunk = self.fifo.read(AAC_FRAME)
-                assert chunk is not None and self._next is not None
-                chunk.pts, chunk.time_base = self._next, fractions.Fraction(1, AUDIO_RATE)
-                self._next += AAC_FRAME
-                for packet in self.encoder.encode(chunk):
+            assert isinstance(frame, av.AudioFrame)
+            samples = frame.samples
+            for placed in self._place(frame, position):
+                for packet in self.encoder.encode(placed):
                     assert packet.pts is not None
                     out.append((bytes(packet), packet.pts))
+            position += samples
         return out
+
+    def _place(self, frame: av.AudioFrame, position: int) -> list[av.AudioFrame]:
+        """The frame, stamped where the output continues, after silence for a hole or without what overlaps."""
+        expected = self._next
+        if expected is None or abs(position - expected) > self.MAX_FILL:
+            expected = position
+        frames = []
+        if position > expected + self.SLACK:
+            self.filled += position - expected
+            frames.append(self._samples(np.zeros((self.channels, position - expected), np.float32)))
+        elif position < expected - self.SLACK:
+            skip = expected - position
+            self.dropped += min(skip, frame.samples)
+            if skip >= frame.samples:
+                return []
+            frame = self._samples(frame.to_ndarray()[:, skip:])
+        frames.append(frame)
+        for placed in frames:
+            placed.pts = expected
+            expected += placed.samples
+        self._next = expected
+        return frames
+
+    def _samples(self, planes: np.ndarray) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes, np.float32), format="fltp", layout=self.layout)
+        frame.sample_rate = AUDIO_RATE
+        return frame

@@ -33,10 +33,14 @@ from transcode.encoding import (
     EncodedVideo,
     H264Params,
     OpusToAac,
+    VideoParams,
     Vp8ToH264,
     decode_keyframe,
+    opus_channels,
 )
-from transcode.output import POSTER, LiveHls, Muxer, Recording, write_atomic
+from transcode.fmp4 import Fragment
+from transcode.fmp4_writer import FragmentWriter, TrackFormat
+from transcode.output import POSTER, LiveHls, Recording, write_atomic
 from transcode.rtp import FrameAssembler, TapPacket, parse
 from transcode.timeline import Timeline
 
@@ -44,9 +48,12 @@ logger = logging.getLogger("transcode.packager")  # not __name__: that is "__mai
 
 POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
-"""Seconds of video a new source's muxers wait for its audio before starting without an audio track."""
+"""Seconds of video a new source waits for its audio (held, from its first keyframe) before it starts
+without an audio track."""
+FRAGMENT_MIN = 0.9
+"""A fragment (a segment) closes at the first keyframe after this share of the segment length."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
-BATCH_SECONDS = 0.1
+BATCH_SECONDS = 0.25
 """Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
 (HLS latency is counted in segments; the socket buffer holds far more than this)."""
 
@@ -75,18 +82,20 @@ class Packager:
         self.timeline = Timeline()
         self.live = (LiveHls(Path(config.hls_directory), config.segment_seconds, config.window_segments,
                              self.timeline.wall_ms) if config.hls_directory else None)
-        self.recording: Recording | None = None
+        self.recording = Recording(Path(config.recording)) if config.recording else None
+        self.writer: FragmentWriter | None = None
         self.epoch: int | None = None
         self.assembler: FrameAssembler | None = None
         self.h264 = H264Params()
         self.vp8: Vp8ToH264 | None = None
         self.aac: OpusToAac | None = None
+        """This source's audio encoder (its channel count is the source's)."""
         self.started = False
-        """Whether this epoch's muxers are running (they start on its first keyframe)."""
+        """Whether this epoch's samples go to the writer (from its first keyframe on)."""
         self.audio_epoch: int | None = None
         """The last epoch audio arrived in."""
-        self.first_video: float | None = None
-        """Output time of this epoch's first video frame."""
+        self.held: list[tuple[EncodedVideo, bool]] = []
+        """This epoch's video from its first keyframe on, while its audio is awaited."""
         self.packets = 0
         self.bad_packets = 0
         self._next_poster = 0.0
@@ -101,72 +110,106 @@ class Packager:
             self._new_epoch(packet)
         if packet.kind == "audio":
             self._audio(packet)
-        else:
-            if self.assembler is None or self.assembler.codec != packet.codec:
-                self.assembler = FrameAssembler(packet.codec)
-            for frame in self.assembler.add(packet):
-                seconds = self.timeline.seconds("video", packet.epoch, frame.timestamp, frame.arrival_ns,
-                                                VIDEO_CLOCK)
-                self._video(frame.data, seconds, frame.keyframe, packet.codec)
+            return
+        assembler = self.assembler
+        if assembler is None or assembler.codec != packet.codec:
+            assembler = self.assembler = FrameAssembler(packet.codec)
+        for frame in assembler.add(packet):
+            seconds = self.timeline.seconds("video", packet.epoch, frame.timestamp, frame.arrival_ns, VIDEO_CLOCK)
+            self._video(frame.units, seconds, frame.keyframe, packet.codec)
 
     def _new_epoch(self, packet: TapPacket) -> None:
-        """A new program source: a new live init segment after a discontinuity, on its first keyframe."""
+        """A new program source: its samples start on its first keyframe, after a discontinuity."""
         logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
         self.epoch = packet.epoch
         self.started = False
-        self.first_video = None
-        if self.live is not None:
-            self.live.finish_muxer()
+        self.held = []
         self.assembler = None
+        self.aac = None
+        self._flush()
 
-    def _video(self, data: bytes, seconds: float, keyframe: bool, codec: str) -> None:
+    def _video(self, units: list[bytes | memoryview], seconds: float, keyframe: bool, codec: str) -> None:
         if codec == "video/vp8":
             self.vp8 = self.vp8 or Vp8ToH264(self.config.segment_seconds)
-            encoded = self.vp8.transcode(data, seconds, keyframe)
+            encoded = self.vp8.transcode(bytes(units[0]), seconds, keyframe)
             if self.vp8.last_frame is not None and keyframe:
                 self._poster(self.vp8.last_frame, seconds)
         else:
-            encoded = [EncodedVideo(data, seconds, keyframe)]
+            encoded = [EncodedVideo(units, seconds, keyframe)]
         for video in encoded:
-            decoded = self.h264.update(video.data) if video.keyframe else None
+            decoded = self.h264.update(video.units) if video.keyframe else None
             if video.keyframe and codec == "video/h264" and seconds >= self._next_poster:
-                self._poster(decoded or decode_keyframe(video.data), seconds)
+                self._poster(decoded or decode_keyframe(video.units), seconds)
             self._mux_video(video, params_changed=decoded is not None)
 
     def _mux_video(self, video: EncodedVideo, params_changed: bool) -> None:
-        params = self.h264.current
-        if params is None or (not self.started and not video.keyframe):
+        if self.h264.current is None or (not self.started and not self.held and not video.keyframe):
             return
-        if self.first_video is None:
-            self.first_video = video.seconds
-        if not self.started and self.audio_epoch != self.epoch and video.seconds - self.first_video < AUDIO_WAIT:
-            return  # its audio may be a moment behind: give it until a later keyframe
-        if not self.started or params_changed:
-            audio = self.aac.extradata if self.aac is not None and self.audio_epoch == self.epoch else None
-            if self.live is not None:
-                self.live.start(params, audio)
-            if self.config.recording and self.recording is None:
-                self.recording = Recording(Path(self.config.recording), self.timeline.wall_ms(video.seconds))
+        if not self.started:
+            self.held.append((video, params_changed))  # its audio may be a moment behind: wait, a little
+            if self.audio_epoch == self.epoch or video.seconds - self.held[0][0].seconds >= AUDIO_WAIT:
+                self._release()
+            return
+        self._write_video(video, params_changed)
+
+    def _release(self) -> None:
+        """The held video goes out, now that this source's tracks are known."""
+        held, self.held = self.held, []
+        for video, params_changed in held:
+            self._write_video(video, params_changed)
+
+    def _write_video(self, video: EncodedVideo, params_changed: bool) -> None:
+        params = self.h264.current
+        assert params is not None
+        audio_came = self.writer is not None and self.writer.audio_format is None and self._audio_track() is not None
+        if not self.started or params_changed or (video.keyframe and audio_came):
+            self._start(params, video.seconds)
+        assert self.writer is not None
+        fragment = self.writer.add_video(video.units, round(video.seconds * VIDEO_CLOCK), video.keyframe)
+        if fragment is not None:
+            self._emit(fragment)
+
+    def _audio_track(self) -> TrackFormat | None:
+        return self.aac.track() if self.aac is not None and self.audio_epoch == self.epoch else None
+
+    def _start(self, params: VideoParams, seconds: float) -> None:
+        """A source's first keyframe, or one with new tracks: the writer goes on when the tracks are the same
+        (the live stream gets a new init segment after a discontinuity), else a new writer starts (and with
+        it a new part of the recording)."""
+        video, audio = params.track(), self._audio_track()
+        writer = self.writer
+        if writer is None or writer.video_format != video or writer.audio_format != audio:
+            self._flush()
+            writer = self.writer = FragmentWriter(video, audio, seconds, self.config.segment_seconds * FRAGMENT_MIN)
             if self.recording is not None:
-                self.recording.start(params, audio, self.config.segment_seconds)
-            self.started = True
-        pts = round(video.seconds * VIDEO_CLOCK)
-        for muxer in self._muxers():
-            muxer.add_video(video.data, pts, video.keyframe)
+                self.recording.start(writer.init, self.timeline.wall_ms(seconds))
+        if self.live is not None:
+            self.live.start(writer.init, writer.origin, params, audio is not None)
+        self.started = True
+
+    def _flush(self) -> None:
+        """The samples the writer holds, as a last fragment (before a new source or new tracks)."""
+        fragment = self.writer.flush() if self.writer is not None else None
+        if fragment is not None:
+            self._emit(fragment)
+
+    def _emit(self, fragment: Fragment) -> None:
+        if self.live is not None:
+            self.live.add(fragment)
+        if self.recording is not None:
+            self.recording.add(fragment)
 
     def _audio(self, packet: TapPacket) -> None:
-        self.aac = self.aac or OpusToAac()
+        if self.aac is None:
+            self.aac = OpusToAac(opus_channels(packet.payload))
         self.audio_epoch = packet.epoch
+        if self.held:
+            self._release()
         seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
-        for data, pts in self.aac.transcode(packet.payload, seconds):
-            for muxer in self._muxers():
-                muxer.add_audio(data, pts)
-
-    def _muxers(self) -> list[Muxer]:
-        muxers = [self.live.muxer] if self.live is not None and self.live.muxer is not None else []
-        if self.recording is not None and self.recording.muxer is not None:
-            muxers.append(self.recording.muxer)
-        return muxers if self.started else []
+        frames = self.aac.transcode(packet.payload, round(seconds * AUDIO_RATE))
+        if self.started and self.writer is not None:
+            for data, pts in frames:
+                self.writer.add_audio(data, pts)
 
     def _poster(self, frame: av.VideoFrame | None, seconds: float) -> None:
         if frame is None or seconds < self._next_poster:
@@ -183,7 +226,9 @@ class Packager:
             write_atomic(path, jpeg)
 
     def close(self) -> None:
-        """The show ended (or the server stops): finish the live stream and the recording."""
+        """The show ended (or the server stops): the last fragment, then the live stream's end and the
+        recording's."""
+        self._flush()
         if self.live is not None:
             self.live.end()
         if self.recording is not None:

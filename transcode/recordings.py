@@ -1,8 +1,10 @@
 """Recordings once written: the VOD playlist of a show's MP4 (byte ranges into the file, with
 EXT-X-PROGRAM-DATE-TIME so the overlay's timed events line up with the replay) and the retention sweep.
 
-A packager that restarted mid-show kept what the last one wrote as `{show}.part{n}.mp4`; the playlist plays
-the parts in order, then the main file, with a discontinuity between them."""
+A show is recorded in parts when one file cannot hold it for a browser: a new part starts where the tracks'
+format changes (a new resolution, audio that appears or changes its channel count; transcode/output.py) and
+where a packager restarted mid-show. `{show}.mp4` is always the latest part, the earlier ones are
+`{show}.part{n}.mp4`; the playlist plays the parts in order, with a discontinuity between them."""
 
 from __future__ import annotations
 
