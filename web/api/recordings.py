@@ -23,13 +23,15 @@ class RecordingOut(BaseModel):
     """"recording" while the show is live (the file grows), "ready" once it ended."""
     bytes: int
     mp4: str
-    """Fragmented MP4: plays in any player, range requests supported."""
+    """Fragmented MP4 of the show's latest part (the whole show unless it has several `parts`): plays in any
+    player, range requests supported."""
     playlist: str
     """VOD HLS playlist with EXT-X-PROGRAM-DATE-TIME, to line timed events up with the replay."""
     poster: str
     parts: list[str]
-    """Every file of the recording in playing order: one, unless the packager restarted mid-show (the
-    playlist plays them all, with a discontinuity between them)."""
+    """Every file of the recording in playing order: one, unless the packager restarted mid-show or the
+    picture's resolution or the audio's channels changed (the playlist plays them all, with a
+    discontinuity between them)."""
 
 
 @api.route("GET", "/api/shows/{id}/recording", summary="A show's recording", tag="shows",
