@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from config.schema import DatabaseSettings
+from store import sqlite_driver
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ class Database:
             if url.database in (None, "", ":memory:"):
                 raise ValueError("database.url: SQLite needs a file path (an in-memory database is per connection)")
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            path = url.database
+
+            async def connect() -> Any:
+                return await sqlite_driver.connect(path)
+
             self.writer = create_async_engine(url, pool_size=1, max_overflow=0, hide_parameters=True,
-                                              pool_timeout=settings.writer_wait_seconds)
+                                              pool_timeout=settings.writer_wait_seconds, async_creator=connect)
             self.reader = create_async_engine(url, pool_size=settings.pool_size, max_overflow=0,
-                                              hide_parameters=True, pool_timeout=settings.writer_wait_seconds)
+                                              hide_parameters=True, pool_timeout=settings.writer_wait_seconds,
+                                              async_creator=connect)
             _sqlite_setup(self.writer, settings.busy_timeout_ms, begin="BEGIN IMMEDIATE", query_only=False)
             _sqlite_setup(self.reader, settings.busy_timeout_ms, begin="BEGIN", query_only=True)
         else:
