@@ -363,14 +363,18 @@ async def _all_held(session: AsyncSession, order_id: int) -> bool:
     return bool(lines) and lines == held
 
 
-async def _intent_for(db: Database, provider: PaymentProvider, order: Order) -> str:
-    """The order's intent: the one already recorded, else a new one (idempotent per order and amount)."""
-    async with db.read() as session:
-        existing = await session.scalar(select(PaymentRow.intent_id).where(
-            PaymentRow.order_id == order.id, PaymentRow.provider == provider.name,
-            PaymentRow.amount_minor == order.total_minor).order_by(PaymentRow.id.desc()).limit(1))
-    if existing is not None:
-        return str(existing)
+async def _recorded_intent(session: AsyncSession, provider: PaymentProvider, order: Order) -> str | None:
+    """The intent already recorded for the order at its amount, if any."""
+    existing = await session.scalar(select(PaymentRow.intent_id).where(
+        PaymentRow.order_id == order.id, PaymentRow.provider == provider.name,
+        PaymentRow.amount_minor == order.total_minor).order_by(PaymentRow.id.desc()).limit(1))
+    return None if existing is None else str(existing)
+
+
+async def _intent_for(db: Database, provider: PaymentProvider, order: Order, recorded: str | None) -> str:
+    """The order's intent: the one already `recorded`, else a new one (idempotent per order and amount)."""
+    if recorded is not None:
+        return recorded
     intent = await provider.create_intent(order.total_minor, order.currency,
                                           idempotency_key=f"order:{order.id}:{order.total_minor}",
                                           metadata={"order_id": str(order.id)})
@@ -387,8 +391,9 @@ async def _intent_for(db: Database, provider: PaymentProvider, order: Order) -> 
 async def pay(db: Database, provider: PaymentProvider, buyer: User, order_id: int, payment_method: str) -> Order:
     """Pay a reserved order with a payment method. Paying a paid order again returns it unchanged; a decline
     is PaymentDeclined (402) and leaves the order reserved for another try while its holds last."""
-    async with db.read() as session:
+    async with db.read() as session:  # one read for the order and its intent: every trip counts in a sale
         order = await order_for(session, buyer, order_id)
+        recorded = await _recorded_intent(session, provider, order)
     if order.buyer_id != buyer.id:
         raise Forbidden("not_buyer", "only the buyer pays an order")
     if order.status in ("paid", "fulfilled"):
@@ -408,7 +413,7 @@ async def pay(db: Database, provider: PaymentProvider, buyer: User, order_id: in
                 await checkout_events.order(session, checkout_events.ORDER_PAID, paid)
                 return paid
             return await _load(session, row)
-    intent_id = await _intent_for(db, provider, order)
+    intent_id = await _intent_for(db, provider, order, recorded)
     intent = await provider.confirm_intent(intent_id, payment_method)
     async with db.write() as session:
         applied = await apply_intent(session, intent, actor_id=buyer.id)
