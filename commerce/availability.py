@@ -184,12 +184,12 @@ class Availability:
         """Take a turn in the write path; yields False when the reserves in it already claim every unit seen
         free (then it is refused without a write). Before any level is seen, waits in arrival order."""
         line = self._lines.setdefault(product_id, _Line())
-        admitted = False
         width = self._width(product_id, variant_id)
-        if (width is not None or not line.waiting) and line.inflight < (width or 1):
+        known = width is not None
+        admitted = (known or not line.waiting) and line.inflight < (width or 1)
+        if admitted:
             line.inflight += 1
-            admitted = True
-        elif width is None:  # (else every unit seen free is claimed: refused now)
+        elif not known:  # a known level with every unit claimed is refused now; an unknown one waits
             future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             line.waiting.append((variant_id, quantity, future))
             try:

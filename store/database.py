@@ -9,6 +9,7 @@ Statement parameters are hidden from every error message, so a logged database e
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -45,11 +46,7 @@ class Database:
             if url.database in (None, "", ":memory:"):
                 raise ValueError("database.url: SQLite needs a file path (an in-memory database is per connection)")
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            path = url.database
-
-            async def connect() -> Any:
-                return await sqlite_driver.connect(path)
-
+            connect = functools.partial(sqlite_driver.connect, url.database)
             self.writer = create_async_engine(url, pool_size=1, max_overflow=0, hide_parameters=True,
                                               pool_timeout=settings.writer_wait_seconds, async_creator=connect)
             self.reader = create_async_engine(url, pool_size=settings.pool_size, max_overflow=0,

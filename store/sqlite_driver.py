@@ -59,8 +59,9 @@ class OneTripConnection(aiosqlite.Connection):
         return OneTripCursor(self, self._conn.cursor())
 
 
-def connect(database: str) -> OneTripConnection:
-    """An aiosqlite connection (awaitable, as `aiosqlite.connect` returns) to the SQLite file `database`."""
+async def connect(database: str) -> OneTripConnection:
+    """An open connection to the SQLite file `database` (SQLAlchemy's `async_creator`, with the path bound)."""
     connection = OneTripConnection(lambda: sqlite3.connect(database, check_same_thread=False), iter_chunk_size=64)
     connection._thread.daemon = True  # as SQLAlchemy does: an unclosed connection must not hold the process
+    await connection  # starts its thread and opens the file there
     return connection
