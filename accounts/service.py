@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from accounts.models import UserRow
 from accounts.tokens import TokenPair, TokenPolicy, issue_token_pair
 from accounts.user import User, normalize_email, validate_display_name, validate_role
 from store import clock
+from store.statements import table_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,14 @@ async def _row_by_email(session: AsyncSession, address: str) -> UserRow | None:
     return (await session.execute(select(UserRow).where(UserRow.email == address))).scalar_one_or_none()
 
 
+_USERS = table_of(UserRow)
+_USER = select(_USERS).where(_USERS.c.id == bindparam("user"))
+
+
 async def get_user(session: AsyncSession, user_id: int) -> User:
-    """The account with this id; NotFound("user_not_found") otherwise."""
-    row = await session.get(UserRow, user_id)
+    """The account with this id; NotFound("user_not_found") otherwise. (Every write of a signed-in caller
+    reads its account: one statement built once.)"""
+    row = (await session.execute(_USER, {"user": user_id})).first()
     if row is None:
         raise NotFound("user_not_found", "no such user")
     return User.from_row(row)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from sqlalchemy import Row
 
 from accounts.errors import Invalid
 from accounts.models import UserRow
@@ -40,7 +42,7 @@ class User:
         return self.role in PUBLISHER_ROLES
 
     @classmethod
-    def from_row(cls, row: UserRow) -> User:
+    def from_row(cls, row: UserRow | Row[Any]) -> User:
         role = _known_role(row.role)
         if role is None:
             raise ValueError(f"user {row.id} has unknown role {row.role!r}")

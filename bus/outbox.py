@@ -98,6 +98,13 @@ async def topic_seq(session: AsyncSession, topic: str) -> int:
     return int(seq or 0)
 
 
+_UNPUBLISHED = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.seq, _OUTBOX.c.type, _OUTBOX.c.payload,
+                       _OUTBOX.c.occurred_at)
+                .where(_OUTBOX.c.published_at.is_(None)).order_by(_OUTBOX.c.id).limit(bindparam("batch")))
+_MARK_PUBLISHED = (update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+                   .values(published_at=bindparam("at")))
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in id order, then marks them, all in one write transaction.
 
@@ -181,19 +188,12 @@ class OutboxRelay:
         async with self.db.write() as session:
             if not self.db.is_sqlite:
                 await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_RELAY_LOCK})
-            rows = (await session.execute(
-                select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.seq, OutboxEvent.type,
-                       OutboxEvent.payload, OutboxEvent.occurred_at)
-                .where(OutboxEvent.published_at.is_(None))
-                .order_by(OutboxEvent.id)
-                .limit(self.settings.relay_batch))).all()
+            rows = (await session.execute(_UNPUBLISHED, {"batch": self.settings.relay_batch})).all()
             for row in rows:
                 await self.bus.publish(Event(topic=row.topic, seq=row.seq, type=row.type, payload=row.payload,
                                              occurred_at=row.occurred_at, id=row.id))
             if rows:
-                await session.execute(update(OutboxEvent)
-                                      .where(OutboxEvent.id.in_([row.id for row in rows]))
-                                      .values(published_at=now_ms()))
+                await session.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows], "at": now_ms()})
             return len(rows)
 
     async def delete_expired(self) -> int:

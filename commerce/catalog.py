@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,7 @@ from commerce.models import HostSettingsRow, ProductImageRow, ProductRow, Varian
 from commerce.values import LIMIT_SCOPES, PRODUCT_STATUSES, HostSettings, Money, Product, ProductImage, Variant
 from rooms.service import validate_title
 from store import clock
+from store.statements import table_of
 
 DESCRIPTION_MAX_LENGTH = 5000
 PRICE_MAX_MINOR = 100_000_000_00
@@ -274,9 +275,13 @@ async def _complete(session: AsyncSession, rows: list[ProductRow]) -> list[Produ
             for row in rows]
 
 
+_HOSTS = table_of(HostSettingsRow)
+_HOST_SETTINGS = select(_HOSTS).where(_HOSTS.c.user_id == bindparam("user"))
+
+
 async def host_settings(session: AsyncSession, user_id: int, default_currency: str) -> HostSettings:
     """The host's shipping rate; free shipping in the default currency until the host sets one."""
-    row = await session.get(HostSettingsRow, user_id, populate_existing=True)
+    row = (await session.execute(_HOST_SETTINGS, {"user": user_id})).first()
     if row is None:
         return HostSettings(user_id=user_id, shipping=Money(0, default_currency))
     return HostSettings.from_row(row)

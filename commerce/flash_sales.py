@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
@@ -23,6 +23,7 @@ from commerce.values import ADMISSIONS, FlashSale
 from store import clock
 from store.jobs import cancel as cancel_job
 from store.jobs import schedule
+from store.statements import table_of
 
 LOTTERY_DRAW = "lottery-draw"
 QUEUE_FACTOR_MAX = 100
@@ -62,21 +63,25 @@ def not_started(starts_at: int, now: int, what: str = "the sale starts") -> Deta
                             {"starts_at": starts_at, "server_time": now})
 
 
+_SALES = table_of(FlashSaleRow)
+_TAKE_SALE_UNITS = (update(_SALES).where(_SALES.c.id == bindparam("sale"),
+                                         _SALES.c.taken + bindparam("units") <= _SALES.c.quantity)
+                    .values(taken=_SALES.c.taken + bindparam("units")))
+_GIVE_BACK_SALE_UNITS = (update(_SALES).where(_SALES.c.id == bindparam("sale"), _SALES.c.taken >= bindparam("units"))
+                         .values(taken=_SALES.c.taken - bindparam("units")))
+
+
 async def take_units(session: AsyncSession, sale: FlashSale, quantity: int) -> None:
     """Count `quantity` units against a sale with a quantity, in one conditional UPDATE that cannot pass it
     under any concurrency; Conflict "sale_sold_out" when the sale's units are gone (the stock may not be)."""
-    taken = await session.execute(
-        update(FlashSaleRow).where(FlashSaleRow.id == sale.id, FlashSaleRow.taken + quantity <= FlashSaleRow.quantity)
-        .values(taken=FlashSaleRow.taken + quantity).execution_options(synchronize_session=False))
+    taken = await session.execute(_TAKE_SALE_UNITS, {"sale": sale.id, "units": quantity})
     if not getattr(taken, "rowcount", 0):
         raise Conflict("sale_sold_out", f"the sale's {sale.quantity} units at this price are gone")
 
 
 async def give_back_units(session: AsyncSession, sale_id: int, quantity: int) -> None:
     """A hold taken from a sale ended unpaid: its units are on offer at the sale price again."""
-    await session.execute(
-        update(FlashSaleRow).where(FlashSaleRow.id == sale_id, FlashSaleRow.taken >= quantity)
-        .values(taken=FlashSaleRow.taken - quantity).execution_options(synchronize_session=False))
+    await session.execute(_GIVE_BACK_SALE_UNITS, {"sale": sale_id, "units": quantity})
 
 
 def require_open(sale: FlashSale, now: int) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, DomainError, Invalid
@@ -43,6 +43,7 @@ from store import clock
 from store.database import Database
 from store.jobs import PENDING, JobContext, schedule
 from store.models import Job
+from store.statements import PerDialect, bound, bound_values, table_of
 
 HEADER = "Idempotency-Key"
 KEY_MAX_LENGTH = 255
@@ -171,16 +172,19 @@ class _AlreadyAnswered(Exception):
     """Another request with the key stored its answer first: roll this one back and replay that one."""
 
 
+_KEYS = table_of(IdempotencyKeyRow)
+_KEY_COLUMNS = ("user_id", "key", "operation", "request_hash", "status_code", "response", "created_at")
+_STORE_ANSWER = PerDialect(lambda insert: insert(_KEYS).values(bound_values(_KEYS, *_KEY_COLUMNS))
+                           .on_conflict_do_nothing(index_elements=[_KEYS.c.user_id, _KEYS.c.key])
+                           .returning(_KEYS.c.key))
+
+
 async def _store(session: AsyncSession, user_id: int, key: str, operation: str, request_hash: str, status: int,
                  body: dict[str, Any]) -> bool:
     """Store the answer under the key unless one is stored; False if one was (this answer must not stand)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stored = (await session.execute(
-        insert(IdempotencyKeyRow)
-        .values(user_id=user_id, key=key, operation=operation, request_hash=request_hash, status_code=status,
-                response=body, created_at=clock.now_ms())
-        .on_conflict_do_nothing(index_elements=[IdempotencyKeyRow.user_id, IdempotencyKeyRow.key])
-        .returning(IdempotencyKeyRow.key))).first()
+    stored = (await session.execute(_STORE_ANSWER.of(session), bound({
+        "user_id": user_id, "key": key, "operation": operation, "request_hash": request_hash, "status_code": status,
+        "response": body, "created_at": clock.now_ms()}))).first()
     return stored is not None
 
 

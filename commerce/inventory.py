@@ -19,11 +19,13 @@ so transactions touching several of them cannot deadlock on PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Integer, Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
@@ -31,12 +33,13 @@ from accounts.user import User
 from bus import emit
 from commerce import admission, availability, checkout_events, flash_sales, limits
 from commerce.errors import DetailedConflict
-from commerce.models import FlashSaleRow, HoldRow, LineupItemRow, ProductRow, VariantRow
+from commerce.models import FlashSaleRow, HoldRecord, HoldRow, LineupItemRow, ProductRow, VariantRow
 from commerce.values import FlashSale, Hold, Variant
 from rooms.models import RoomRow, ShowRow
 from store import clock
 from store.jobs import cancel as cancel_job
 from store.jobs import schedule
+from store.statements import bound, bound_values, table_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +70,17 @@ class StockLevel:
     sold: int
 
 
+_HOLDS, _VARIANTS = table_of(HoldRow), table_of(VariantRow)
+_ROOMS, _SHOWS, _LINEUPS = table_of(RoomRow), table_of(ShowRow), table_of(LineupItemRow)
+_LIVE_ROOMS_OFFERING = (select(_ROOMS.c.slug).distinct()
+                        .join(_SHOWS, _SHOWS.c.room_id == _ROOMS.c.id)
+                        .join(_LINEUPS, _LINEUPS.c.show_id == _SHOWS.c.id)
+                        .where(_LINEUPS.c.product_id == bindparam("product"), _SHOWS.c.status == "live"))
+
+
 async def stock_topics(session: AsyncSession, product_id: int) -> list[str]:
     """Where a product's stock changes are announced: its live shows' rooms, else its own topic."""
-    slugs = (await session.execute(
-        select(RoomRow.slug).distinct()
-        .join(ShowRow, ShowRow.room_id == RoomRow.id)
-        .join(LineupItemRow, LineupItemRow.show_id == ShowRow.id)
-        .where(LineupItemRow.product_id == product_id, ShowRow.status == "live"))).scalars().all()
+    slugs = (await session.execute(_LIVE_ROOMS_OFFERING, {"product": product_id})).scalars().all()
     return sorted(f"room:{slug}" for slug in slugs) or [f"product:{product_id}"]
 
 
@@ -95,19 +102,27 @@ async def announce(session: AsyncSession, levels: Iterable[StockLevel],
                     "held": level.held, "sold": level.sold, "server_time": now})
 
 
+_COUNTERS = ("available", "held", "sold")
+
+
+@functools.cache
+def _move_statement(lowered: tuple[bool, bool, bool]) -> Any:
+    """The conditional UPDATE of `_move` for the counters it lowers (each `lowered` one must stay >= 0)."""
+    conditions = [_VARIANTS.c.id == bindparam("variant")]
+    delta = {name: bindparam(f"d_{name}", type_=Integer) for name in _COUNTERS}
+    conditions += [_VARIANTS.c[name] + delta[name] >= 0 for name, lower in zip(_COUNTERS, lowered, strict=True)
+                   if lower]
+    return (update(_VARIANTS).where(*conditions)
+            .values({name: _VARIANTS.c[name] + delta[name] for name in _COUNTERS})
+            .returning(_VARIANTS.c.product_id, _VARIANTS.c.available, _VARIANTS.c.held, _VARIANTS.c.sold))
+
+
 async def _move(session: AsyncSession, variant_id: int, *, available: int = 0, held: int = 0,
                 sold: int = 0) -> StockLevel | None:
     """Shift units between a variant's counters in one conditional UPDATE; None if a counter would go below 0."""
-    conditions = [VariantRow.id == variant_id]
-    for column, delta in ((VariantRow.available, available), (VariantRow.held, held), (VariantRow.sold, sold)):
-        if delta < 0:
-            conditions.append(column >= -delta)
-    row = (await session.execute(
-        update(VariantRow).where(*conditions)
-        .values(available=VariantRow.available + available, held=VariantRow.held + held,
-                sold=VariantRow.sold + sold)
-        .returning(VariantRow.product_id, VariantRow.available, VariantRow.held, VariantRow.sold)
-        .execution_options(synchronize_session=False))).first()
+    statement = _move_statement((available < 0, held < 0, sold < 0))
+    row = (await session.execute(statement, {"variant": variant_id, "d_available": available, "d_held": held,
+                                             "d_sold": sold})).first()
     if row is None:
         return None
     return StockLevel(product_id=row.product_id, variant_id=variant_id, available=row.available, held=row.held,
@@ -161,6 +176,18 @@ async def _show_price(session: AsyncSession, product_id: int, show_id: int) -> i
     return None if show_price is None else int(show_price)
 
 
+_RESERVING = (
+    select(ProductRow.status, ProductRow.price_minor, ProductRow.currency, ProductRow.purchase_limit,
+           ProductRow.limit_scope, VariantRow.id.label("variant_id"), FlashSaleRow)
+    .join(VariantRow, VariantRow.product_id == ProductRow.id)
+    .outerjoin(FlashSaleRow, FlashSaleRow.product_id == ProductRow.id)
+    .where(ProductRow.id == bindparam("product")).execution_options(populate_existing=True))
+"""The product, its variants and its sale in one statement: every reserve reads them in the writer."""
+_HOLD_COLUMNS = ("user_id", "product_id", "variant_id", "show_id", "quantity", "unit_price_minor", "currency",
+                 "limit_scope", "sale_id", "status", "order_id", "created_at", "expires_at", "ended_at")
+_INSERT_HOLD = insert(_HOLDS).values(bound_values(_HOLDS, *_HOLD_COLUMNS)).returning(_HOLDS.c.id)
+
+
 async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_seconds: int,
                   variant_id: int | None = None, quantity: int = 1, show_id: int | None = None,
                   queue_token: str | None = None, now_ms: int | None = None) -> Hold:
@@ -176,13 +203,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
     if not 1 <= quantity <= MAX_QUANTITY:
         raise Invalid("invalid_quantity", f"quantity must be 1-{MAX_QUANTITY}", "quantity")
     now = clock.now_ms() if now_ms is None else now_ms
-    # The product, its variants and its sale in one statement: every reserve reads them in the writer.
-    found = (await session.execute(
-        select(ProductRow.status, ProductRow.price_minor, ProductRow.currency, ProductRow.purchase_limit,
-               ProductRow.limit_scope, VariantRow.id.label("variant_id"), FlashSaleRow)
-        .join(VariantRow, VariantRow.product_id == ProductRow.id)
-        .outerjoin(FlashSaleRow, FlashSaleRow.product_id == ProductRow.id)
-        .where(ProductRow.id == product_id).execution_options(populate_existing=True))).all()
+    found = (await session.execute(_RESERVING, {"product": product_id})).all()
     if not found or found[0].status == "draft":
         raise NotFound("product_not_found", "no such product")
     product = found[0]
@@ -206,11 +227,12 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
     if product.purchase_limit is not None:
         scope = limits.scope_key(product.limit_scope, show_id)
         await limits.take(session, product_id, buyer.id, scope, quantity, int(product.purchase_limit))
-    row = HoldRow(user_id=buyer.id, product_id=product_id, variant_id=chosen, show_id=show_id, quantity=quantity,
-                  unit_price_minor=price, currency=product.currency, limit_scope=scope, sale_id=sale_id,
-                  status="active", order_id=None, created_at=now, expires_at=now + hold_seconds * 1000, ended_at=None)
-    session.add(row)
-    await session.flush()
+    values = {"user_id": buyer.id, "product_id": product_id, "variant_id": chosen, "show_id": show_id,
+              "quantity": quantity, "unit_price_minor": price, "currency": product.currency, "limit_scope": scope,
+              "sale_id": sale_id, "status": "active", "order_id": None, "created_at": now,
+              "expires_at": now + hold_seconds * 1000, "ended_at": None}
+    hold_id = int((await session.execute(_INSERT_HOLD, bound(values))).scalar_one())
+    row = HoldRow(id=hold_id, **values)  # not added to the session: the INSERT above wrote it
     await schedule(session, HOLD_EXPIRY, row.expires_at, {"hold_id": row.id}, key=expiry_key(row.id))
     topics = {product_id: await stock_topics(session, product_id)}
     hold_topic = await checkout_events.room_topic(session, show_id)
@@ -229,26 +251,44 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
     return Hold.from_row(row)
 
 
-async def _cancel_expiries(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> None:
+@dataclass(frozen=True)
+class _Ending:
+    """Which holds one kind of ending takes, as two statements built once: the read of their ids (for their
+    expiry jobs) and the conditional UPDATE that ends them (parameters "status" and "ended")."""
+
+    ids: Any
+    end: Any
+
+
+def _ending(*conditions: ColumnElement[bool]) -> _Ending:
+    return _Ending(ids=select(_HOLDS.c.id).where(*conditions).order_by(_HOLDS.c.id),
+                   end=update(_HOLDS).where(*conditions)
+                   .values(status=bindparam("to_status"), ended_at=bindparam("ended")).returning(*_HOLDS.c))
+
+
+_OPEN = (_HOLDS.c.status == "active", _HOLDS.c.order_id.is_(None))
+_CANCELLABLE = _ending(_HOLDS.c.id == bindparam("hold"), _HOLDS.c.user_id == bindparam("user"), *_OPEN)
+_EXPIRED = _ending(_HOLDS.c.id == bindparam("hold"), *_OPEN, _HOLDS.c.expires_at <= bindparam("now"))
+_ORDER_ACTIVE = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "active")
+_ORDER_PAID = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "paid")
+
+
+async def _cancel_expiries(session: AsyncSession, ending: _Ending, match: dict[str, Any]) -> None:
     """Cancel the expiry jobs of the holds about to end, before their rows are locked. The job runner locks a
     job's row before its hold's; ending a hold the other way round (hold, then job) deadlocks with it on
     PostgreSQL. In this order an ending that waits for a running expiry sees the hold already expired."""
-    hold_ids = (await session.execute(select(HoldRow.id).where(*conditions))).scalars().all()
-    for hold_id in sorted(hold_ids):
+    for hold_id in (await session.execute(ending.ids, match)).scalars().all():
         await cancel_job(session, expiry_key(hold_id))
 
 
-async def _end(session: AsyncSession, conditions: list[ColumnElement[bool]], to_status: str,
-               now: int) -> list[HoldRow]:
-    """Move matching holds to `to_status` in one conditional UPDATE; returns the rows that moved."""
-    rows = (await session.execute(
-        update(HoldRow).where(*conditions)
-        .values(status=to_status, ended_at=now).returning(HoldRow)
-        .execution_options(populate_existing=True, synchronize_session=False))).scalars().all()
+async def _end(session: AsyncSession, ending: _Ending, match: dict[str, Any], to_status: str,
+               now: int) -> list[Row[Any]]:
+    """Move the matching holds to `to_status` in one conditional UPDATE; returns the rows that moved."""
+    rows = (await session.execute(ending.end, {**match, "to_status": to_status, "ended": now})).all()
     return sorted(rows, key=lambda row: (row.variant_id, row.id))
 
 
-async def _release(session: AsyncSession, rows: list[HoldRow], *, from_sold: bool = False,
+async def _release(session: AsyncSession, rows: Sequence[HoldRecord], *, from_sold: bool = False,
                    restock: bool = True) -> None:
     """Give ended holds' units back (to free stock; from sold ones too for a refund) and uncount them."""
     for row in rows:
@@ -280,10 +320,9 @@ async def cancel_hold(session: AsyncSession, buyer: User, hold_id: int, *, now_m
     """Release the buyer's active hold at once. A hold already in an order is released by cancelling the
     order (Conflict "hold_in_order"); one that ended meanwhile is Conflict("hold_not_active")."""
     now = clock.now_ms() if now_ms is None else now_ms
-    ending = [HoldRow.id == hold_id, HoldRow.user_id == buyer.id, HoldRow.status == "active",
-              HoldRow.order_id.is_(None)]
-    await _cancel_expiries(session, ending)  # a refusal below rolls this back with the rest
-    rows = await _end(session, ending, "cancelled", now)
+    match = {"hold": hold_id, "user": buyer.id}
+    await _cancel_expiries(session, _CANCELLABLE, match)  # a refusal below rolls this back with the rest
+    rows = await _end(session, _CANCELLABLE, match, "cancelled", now)
     if not rows:
         current = await session.get(HoldRow, hold_id, populate_existing=True)
         if current is None or current.user_id != buyer.id:
@@ -299,8 +338,7 @@ async def expire_hold(session: AsyncSession, hold_id: int, *, now_ms: int | None
     """Release a hold outside any order whose time is up (the expiry job's work); None if it ended otherwise,
     is not due, or belongs to an order by now (the order expires as a whole: `orders.expire_order`)."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rows = await _end(session, [HoldRow.id == hold_id, HoldRow.status == "active", HoldRow.order_id.is_(None),
-                                HoldRow.expires_at <= now], "expired", now)
+    rows = await _end(session, _EXPIRED, {"hold": hold_id, "now": now}, "expired", now)
     if not rows:
         return None
     await _release(session, rows)
@@ -312,9 +350,9 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
                               now_ms: int | None = None) -> list[Hold]:
     """End every active hold of an order (cancelled or expired with it) and give their units back."""
     now = clock.now_ms() if now_ms is None else now_ms
-    ending = [HoldRow.order_id == order_id, HoldRow.status == "active"]
-    await _cancel_expiries(session, ending)
-    rows = await _end(session, ending, to_status, now)
+    match = {"order": order_id}
+    await _cancel_expiries(session, _ORDER_ACTIVE, match)
+    rows = await _end(session, _ORDER_ACTIVE, match, to_status, now)
     await _release(session, rows)
     if to_status == "expired":
         await checkout_events.holds(session, checkout_events.HOLD_EXPIRED, rows)
@@ -324,9 +362,9 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
 async def convert_order_holds(session: AsyncSession, order_id: int, *, now_ms: int | None = None) -> list[Hold]:
     """Paying: the order's active holds become sold units (held → sold) and their expiry jobs are cancelled."""
     now = clock.now_ms() if now_ms is None else now_ms
-    ending = [HoldRow.order_id == order_id, HoldRow.status == "active"]
-    await _cancel_expiries(session, ending)
-    rows = await _end(session, ending, "paid", now)
+    match = {"order": order_id}
+    await _cancel_expiries(session, _ORDER_ACTIVE, match)
+    rows = await _end(session, _ORDER_ACTIVE, match, "paid", now)
     levels = []
     for row in rows:
         level = await _move(session, row.variant_id, held=-row.quantity, sold=row.quantity)
@@ -341,7 +379,7 @@ async def refund_order_holds(session: AsyncSession, order_id: int, *, restock: b
                              now_ms: int | None = None) -> list[Hold]:
     """A refund: the order's sold units are uncounted from the buyer's limit, and back on sale if `restock`."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rows = await _end(session, [HoldRow.order_id == order_id, HoldRow.status == "paid"], "refunded", now)
+    rows = await _end(session, _ORDER_PAID, {"order": order_id}, "refunded", now)
     await _release(session, rows, from_sold=True, restock=restock)
     return [Hold.from_row(row) for row in rows]
 

@@ -8,15 +8,35 @@ cannot both pass; on SQLite writers take turns anyway. Releasing a hold gives it
 
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
+from typing import Any
+
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict
 from commerce.models import PurchaseCounterRow
 from commerce.values import LimitScope
+from store.statements import PerDialect, bound, bound_values, table_of
 
 OVERALL = "overall"
+
+_COUNTERS = table_of(PurchaseCounterRow)
+
+
+def _count_upsert(insert: Any) -> Any:
+    """A first purchase inserts the count; later ones raise it only `WHERE units + q <= limit`."""
+    statement = insert(_COUNTERS).values(bound_values(_COUNTERS, "product_id", "user_id", "scope", "units"))
+    return statement.on_conflict_do_update(
+        index_elements=[_COUNTERS.c.product_id, _COUNTERS.c.user_id, _COUNTERS.c.scope],
+        set_={"units": _COUNTERS.c.units + bindparam("v_units")},
+        where=_COUNTERS.c.units + bindparam("v_units") <= bindparam("limit")).returning(_COUNTERS.c.units)
+
+
+_COUNT = PerDialect(_count_upsert)
+_UNCOUNT = (update(_COUNTERS)
+            .where(_COUNTERS.c.product_id == bindparam("product"), _COUNTERS.c.user_id == bindparam("user"),
+                   _COUNTERS.c.scope == bindparam("counter"), _COUNTERS.c.units >= bindparam("units_back"))
+            .values(units=_COUNTERS.c.units - bindparam("units_back")))
 
 
 def scope_key(limit_scope: LimitScope, show_id: int | None) -> str:
@@ -36,12 +56,9 @@ async def take(session: AsyncSession, product_id: int, user_id: int, scope: str,
                        + (" in this show" if scope != OVERALL else ""), "quantity")
     if units > limit:
         raise refused
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(PurchaseCounterRow).values(product_id=product_id, user_id=user_id, scope=scope, units=units)
-    statement = statement.on_conflict_do_update(
-        index_elements=[PurchaseCounterRow.product_id, PurchaseCounterRow.user_id, PurchaseCounterRow.scope],
-        set_={"units": PurchaseCounterRow.units + units}, where=PurchaseCounterRow.units + units <= limit)
-    counted = (await session.execute(statement.returning(PurchaseCounterRow.units))).scalar_one_or_none()
+    counted = (await session.execute(_COUNT.of(session), {
+        **bound({"product_id": product_id, "user_id": user_id, "scope": scope, "units": units}),
+        "limit": limit})).scalar_one_or_none()
     if counted is None:
         raise refused
     return int(counted)
@@ -49,8 +66,4 @@ async def take(session: AsyncSession, product_id: int, user_id: int, scope: str,
 
 async def give_back(session: AsyncSession, product_id: int, user_id: int, scope: str, units: int) -> None:
     """Uncount released units (a cancelled or expired hold, a refund)."""
-    await session.execute(
-        update(PurchaseCounterRow)
-        .where(PurchaseCounterRow.product_id == product_id, PurchaseCounterRow.user_id == user_id,
-               PurchaseCounterRow.scope == scope, PurchaseCounterRow.units >= units)
-        .values(units=PurchaseCounterRow.units - units).execution_options(synchronize_session=False))
+    await session.execute(_UNCOUNT, {"product": product_id, "user": user_id, "counter": scope, "units_back": units})

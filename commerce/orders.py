@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
@@ -38,6 +37,7 @@ from commerce.payments import PaymentDeclined, PaymentIntent, PaymentProvider, P
 from commerce.values import Order, OrderEvent, OrderLine, OrderStatus, Payment
 from store import clock
 from store.database import Database
+from store.statements import PerDialect, bound, bound_values, table_of
 
 logger = logging.getLogger(__name__)
 
@@ -90,25 +90,39 @@ def tax_for(items_minor: int, rate_basis_points: int) -> int:
     return (items_minor * rate_basis_points + 5_000) // 10_000
 
 
+_ORDERS, _LINES, _EVENTS = table_of(OrderRow), table_of(OrderLineRow), table_of(OrderEventRow)
+_HOLDS, _PAYMENTS = table_of(HoldRow), table_of(PaymentRow)
+_PRODUCTS, _VARIANTS, _USERS = table_of(ProductRow), table_of(VariantRow), table_of(UserRow)
+_LINES_OF = select(_LINES).where(_LINES.c.order_id == bindparam("order")).order_by(_LINES.c.id)
+_EVENTS_OF = select(_EVENTS).where(_EVENTS.c.order_id == bindparam("order")).order_by(_EVENTS.c.id)
+_HELD_UNTIL = select(func.min(_HOLDS.c.expires_at)).where(_HOLDS.c.order_id == bindparam("order"),
+                                                          _HOLDS.c.status == "active")
+_ORDER = select(OrderRow).where(OrderRow.id == bindparam("order")).execution_options(populate_existing=True)
+_LOCKED_ORDER = _ORDER.with_for_update()
+_EVENT_COLUMNS = ("order_id", "from_status", "to_status", "actor_id", "reason", "at")
+_INSERT_EVENT = insert(_EVENTS).values(bound_values(_EVENTS, *_EVENT_COLUMNS))
+_LINE_COLUMNS = ("order_id", "hold_id", "product_id", "variant_id", "title", "sku", "quantity", "unit_price_minor",
+                 "total_minor")
+_INSERT_LINE = insert(_LINES).values(bound_values(_LINES, *_LINE_COLUMNS))
+_MOVE_ORDER = (update(OrderRow).where(OrderRow.id == bindparam("order"), OrderRow.status == bindparam("from_status"))
+               .values(status=bindparam("to_status"), updated_at=bindparam("now")).returning(OrderRow)
+               .execution_options(populate_existing=True, synchronize_session=False))
+
+
 async def _load(session: AsyncSession, row: OrderRow) -> Order:
-    lines = (await session.execute(select(OrderLineRow).where(OrderLineRow.order_id == row.id)
-                                   .order_by(OrderLineRow.id))).scalars().all()
-    events = (await session.execute(select(OrderEventRow).where(OrderEventRow.order_id == row.id)
-                                    .order_by(OrderEventRow.id))).scalars().all()
+    order = {"order": row.id}
+    lines = (await session.execute(_LINES_OF, order)).all()
+    events = (await session.execute(_EVENTS_OF, order)).all()
     expires_at = None
     if row.status in ("pending", "reserved"):
-        expires_at = await session.scalar(select(func.min(HoldRow.expires_at))
-                                          .where(HoldRow.order_id == row.id, HoldRow.status == "active"))
+        expires_at = await session.scalar(_HELD_UNTIL, order)
     return Order.from_row(row, tuple(OrderLine.from_row(line) for line in lines),
                           tuple(OrderEvent.from_row(event) for event in events),
                           None if expires_at is None else int(expires_at))
 
 
 async def _row(session: AsyncSession, order_id: int, *, lock: bool = False) -> OrderRow:
-    query = select(OrderRow).where(OrderRow.id == order_id).execution_options(populate_existing=True)
-    if lock:
-        query = query.with_for_update()
-    row = (await session.execute(query)).scalar_one_or_none()
+    row = (await session.execute(_LOCKED_ORDER if lock else _ORDER, {"order": order_id})).scalar_one_or_none()
     if row is None:
         raise NotFound("order_not_found", "no such order")
     return row
@@ -140,16 +154,39 @@ async def transition(session: AsyncSession, row: OrderRow, to: OrderStatus, *, a
     current = row.status
     if to not in TRANSITIONS[current]:
         raise Conflict("illegal_transition", f"an order that is {current} cannot become {to}")
-    moved = (await session.execute(
-        update(OrderRow).where(OrderRow.id == row.id, OrderRow.status == current)
-        .values(status=to, updated_at=now, **values).returning(OrderRow)
-        .execution_options(populate_existing=True, synchronize_session=False))).scalar_one_or_none()
+    statement = _MOVE_ORDER if not values else _MOVE_ORDER.values(**values)
+    moved = (await session.execute(statement, {"order": row.id, "from_status": current, "to_status": to,
+                                               "now": now})).scalar_one_or_none()
     if moved is None:
         raise Conflict("illegal_transition", "the order changed meanwhile; reload it")
-    session.add(OrderEventRow(order_id=row.id, from_status=current, to_status=to, actor_id=actor_id,
-                              reason=reason[:200], at=now))
-    await session.flush()
+    await _audit(session, row.id, current, to, actor_id, reason, now)
     return moved
+
+
+async def _audit(session: AsyncSession, order_id: int, from_status: str | None, to_status: str,
+                 actor_id: int | None, reason: str, now: int) -> None:
+    await session.execute(_INSERT_EVENT, bound({"order_id": order_id, "from_status": from_status,
+                                                "to_status": to_status, "actor_id": actor_id,
+                                                "reason": reason[:200], "at": now}))
+
+
+_LOCK_BUYER = select(_USERS.c.id).where(_USERS.c.id == bindparam("buyer")).with_for_update(key_share=True)
+"""One checkout per buyer at a time, so two parallel checkouts cannot both skip (or both charge) shipping.
+NO KEY UPDATE: it must not block the KEY SHARE locks that the buyer's concurrent reserves take."""
+_CART = (select(*_HOLDS.c, _PRODUCTS.c.owner_id, _PRODUCTS.c.title, _VARIANTS.c.sku)
+         .join(_PRODUCTS, _PRODUCTS.c.id == _HOLDS.c.product_id).join(_VARIANTS, _VARIANTS.c.id == _HOLDS.c.variant_id)
+         .where(_HOLDS.c.user_id == bindparam("buyer"), _HOLDS.c.status == "active", _HOLDS.c.order_id.is_(None))
+         .order_by(_HOLDS.c.id))
+_CART_HOLDS = _CART.where(_HOLDS.c.id.in_(bindparam("holds", expanding=True)))
+_CART_OF_SHOW = _CART.where(_HOLDS.c.show_id == bindparam("show"))
+_CART_OUTSIDE_SHOWS = _CART.where(_HOLDS.c.show_id.is_(None))
+_ATTACH_HOLDS = (update(_HOLDS).where(_HOLDS.c.id.in_(bindparam("holds", expanding=True)), *(
+    _HOLDS.c.status == "active", _HOLDS.c.order_id.is_(None), _HOLDS.c.expires_at > bindparam("now")))
+    .values(order_id=bindparam("order")).returning(_HOLDS.c.id))
+_EARLIER_SHIPPED = (select(_ORDERS.c.id).where(
+    _ORDERS.c.buyer_id == bindparam("buyer"), _ORDERS.c.seller_id == bindparam("seller"),
+    _ORDERS.c.show_id == bindparam("show"), _ORDERS.c.status.in_(SHIPPING_COMBINES_WITH),
+    _ORDERS.c.shipping_minor > 0).limit(1))
 
 
 async def checkout(session: AsyncSession, buyer: User, address: ShippingAddress, *, show_id: int | None,
@@ -165,31 +202,27 @@ async def checkout(session: AsyncSession, buyer: User, address: ShippingAddress,
         raise Forbidden("account_disabled", "the account is disabled")
     now = clock.now_ms() if now_ms is None else now_ms
     clean = address.validated()
-    # One checkout per buyer at a time, so two parallel checkouts cannot both skip (or both charge) shipping.
-    # NO KEY UPDATE: it must not block the KEY SHARE locks that the buyer's concurrent reserves take.
-    await session.execute(select(UserRow.id).where(UserRow.id == buyer.id).with_for_update(key_share=True))
-    query = select(HoldRow, ProductRow.owner_id, ProductRow.title, VariantRow.sku).join(
-        ProductRow, ProductRow.id == HoldRow.product_id).join(VariantRow, VariantRow.id == HoldRow.variant_id).where(
-        HoldRow.user_id == buyer.id, HoldRow.status == "active", HoldRow.order_id.is_(None))
+    await session.execute(_LOCK_BUYER, {"buyer": buyer.id})
     if hold_ids is not None:
-        query = query.where(HoldRow.id.in_(hold_ids))
+        found = (await session.execute(_CART_HOLDS, {"buyer": buyer.id, "holds": hold_ids})).all()
+    elif show_id is not None:
+        found = (await session.execute(_CART_OF_SHOW, {"buyer": buyer.id, "show": show_id})).all()
     else:
-        query = query.where(HoldRow.show_id == show_id if show_id is not None else HoldRow.show_id.is_(None))
-    found = (await session.execute(query.order_by(HoldRow.id).execution_options(populate_existing=True))).all()
+        found = (await session.execute(_CART_OUTSIDE_SHOWS, {"buyer": buyer.id})).all()
     if hold_ids is not None and len(found) != len(set(hold_ids)):
         raise Conflict("hold_not_active", "some of these holds are not yours, ended, or already ordered")
     if not found:
         raise Conflict("cart_empty", "there is nothing held to check out")
-    sellers = {owner for _, owner, _, _ in found}
-    currencies = {hold.currency for hold, _, _, _ in found}
-    shows = {hold.show_id for hold, _, _, _ in found}
+    sellers = {hold.owner_id for hold in found}
+    currencies = {hold.currency for hold in found}
+    shows = {hold.show_id for hold in found}
     if len(sellers) != 1:
         raise Invalid("mixed_sellers", "check out each seller's items separately", "hold_ids")
     if len(currencies) != 1:
         raise Invalid("mixed_currencies", "check out items in different currencies separately", "hold_ids")
     (seller_id,), (currency,) = sellers, currencies
     order_show = shows.pop() if len(shows) == 1 else None
-    items = sum(hold.unit_price_minor * hold.quantity for hold, _, _, _ in found)
+    items = sum(hold.unit_price_minor * hold.quantity for hold in found)
     shipping = await _shipping(session, buyer.id, seller_id, order_show, currency, default_currency)
     tax = tax_for(items, tax_rate_basis_points)
     row = OrderRow(buyer_id=buyer.id, seller_id=seller_id, show_id=order_show, status="pending", currency=currency,
@@ -198,20 +231,15 @@ async def checkout(session: AsyncSession, buyer: User, address: ShippingAddress,
                    updated_at=now)
     session.add(row)
     await session.flush()
-    session.add(OrderEventRow(order_id=row.id, from_status=None, to_status="pending", actor_id=buyer.id,
-                              reason="checkout", at=now))
-    for hold, _, title, sku in found:
-        session.add(OrderLineRow(order_id=row.id, hold_id=hold.id, product_id=hold.product_id,
-                                 variant_id=hold.variant_id, title=title, sku=sku, quantity=hold.quantity,
-                                 unit_price_minor=hold.unit_price_minor,
-                                 total_minor=hold.unit_price_minor * hold.quantity))
-    attached = (await session.execute(
-        update(HoldRow).where(HoldRow.id.in_([hold.id for hold, _, _, _ in found]), HoldRow.status == "active",
-                              HoldRow.order_id.is_(None), HoldRow.expires_at > now)
-        .values(order_id=row.id).returning(HoldRow.id).execution_options(synchronize_session=False))).all()
+    await _audit(session, row.id, None, "pending", buyer.id, "checkout", now)
+    await session.execute(_INSERT_LINE, [bound({
+        "order_id": row.id, "hold_id": hold.id, "product_id": hold.product_id, "variant_id": hold.variant_id,
+        "title": hold.title, "sku": hold.sku, "quantity": hold.quantity, "unit_price_minor": hold.unit_price_minor,
+        "total_minor": hold.unit_price_minor * hold.quantity}) for hold in found])
+    attached = (await session.execute(_ATTACH_HOLDS, {"holds": [hold.id for hold in found], "now": now,
+                                                      "order": row.id})).all()
     if len(attached) != len(found):
         raise Conflict("hold_not_active", "a hold lapsed during checkout; reserve again")
-    await session.flush()
     row = await transition(session, row, "reserved", actor_id=buyer.id, reason="items held", now=now)
     logger.info("order reserved", extra={"order_id": row.id, "buyer_id": buyer.id, "total_minor": row.total_minor})
     return await _load(session, row)
@@ -221,9 +249,7 @@ async def _shipping(session: AsyncSession, buyer_id: int, seller_id: int, show_i
                     default_currency: str) -> int:
     """The seller's flat rate, unless the buyer already has a live order from them in this show."""
     if show_id is not None:
-        earlier = await session.scalar(select(OrderRow.id).where(
-            OrderRow.buyer_id == buyer_id, OrderRow.seller_id == seller_id, OrderRow.show_id == show_id,
-            OrderRow.status.in_(SHIPPING_COMBINES_WITH), OrderRow.shipping_minor > 0).limit(1))
+        earlier = await session.scalar(_EARLIER_SHIPPED, {"buyer": buyer_id, "seller": seller_id, "show": show_id})
         if earlier is not None:
             return 0
     settings = await host_settings(session, seller_id, default_currency)
@@ -314,6 +340,24 @@ class Applied:
     refund_minor: int
 
 
+_PAYMENT_OF_INTENT = (select(_PAYMENTS.c.id, _PAYMENTS.c.order_id, _PAYMENTS.c.status)
+                      .where(_PAYMENTS.c.intent_id == bindparam("intent")).with_for_update())
+_RECORD_PAYMENT_STATUS = (update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("payment"))
+                          .values(status=bindparam("to_status"), failure_code=bindparam("failure"),
+                                  updated_at=bindparam("now")))
+_ALL_HELD = select(
+    select(func.count()).select_from(_LINES).where(_LINES.c.order_id == bindparam("order")).scalar_subquery(),
+    select(func.count()).select_from(_HOLDS).where(_HOLDS.c.order_id == bindparam("order"),
+                                                   _HOLDS.c.status == "active").scalar_subquery())
+_RECORDED_INTENT = (select(_PAYMENTS.c.intent_id).where(
+    _PAYMENTS.c.order_id == bindparam("order"), _PAYMENTS.c.provider == bindparam("provider"),
+    _PAYMENTS.c.amount_minor == bindparam("amount")).order_by(_PAYMENTS.c.id.desc()).limit(1))
+_PAYMENT_COLUMNS = ("order_id", "provider", "intent_id", "amount_minor", "currency", "status", "failure_code",
+                    "refund_id", "refunded_minor", "created_at", "updated_at")
+_RECORD_INTENT = PerDialect(lambda insert: insert(_PAYMENTS).values(bound_values(_PAYMENTS, *_PAYMENT_COLUMNS))
+                            .on_conflict_do_nothing(index_elements=[_PAYMENTS.c.intent_id]))
+
+
 async def apply_intent(session: AsyncSession, intent: PaymentIntent, *, actor_id: int | None,
                        now_ms: int | None = None) -> Applied:
     """Record an intent's status; on success a reserved order becomes paid (its holds convert to sold).
@@ -322,15 +366,14 @@ async def apply_intent(session: AsyncSession, intent: PaymentIntent, *, actor_id
     meanwhile is answered with the refund the caller must make.
     """
     now = clock.now_ms() if now_ms is None else now_ms
-    payment = (await session.execute(select(PaymentRow).where(PaymentRow.intent_id == intent.id).with_for_update()
-                                     .execution_options(populate_existing=True))).scalar_one_or_none()
+    payment = (await session.execute(_PAYMENT_OF_INTENT, {"intent": intent.id})).first()
     if payment is None:
         raise NotFound("payment_not_found", "no payment of an order has this intent")
     row = await _row(session, payment.order_id, lock=True)
     already = payment.status in ("succeeded", "refunded")
-    if payment.status not in ("succeeded", "refunded"):
-        payment.status, payment.failure_code, payment.updated_at = intent.status, intent.failure_code, now
-    await session.flush()
+    if not already:
+        await session.execute(_RECORD_PAYMENT_STATUS, {"payment": payment.id, "to_status": intent.status,
+                                                       "failure": intent.failure_code, "now": now})
     if intent.status != "succeeded" or already:
         current = await _load(session, row)
         if intent.failure_code is not None and not already:
@@ -356,18 +399,14 @@ async def apply_intent(session: AsyncSession, intent: PaymentIntent, *, actor_id
 
 async def _all_held(session: AsyncSession, order_id: int) -> bool:
     """Every line of the order still has its active hold (so paying converts exactly what was ordered)."""
-    lines = await session.scalar(select(func.count()).select_from(OrderLineRow)
-                                 .where(OrderLineRow.order_id == order_id))
-    held = await session.scalar(select(func.count()).select_from(HoldRow).where(HoldRow.order_id == order_id,
-                                                                             HoldRow.status == "active"))
+    lines, held = (await session.execute(_ALL_HELD, {"order": order_id})).one()
     return bool(lines) and lines == held
 
 
 async def _recorded_intent(session: AsyncSession, provider: PaymentProvider, order: Order) -> str | None:
     """The intent already recorded for the order at its amount, if any."""
-    existing = await session.scalar(select(PaymentRow.intent_id).where(
-        PaymentRow.order_id == order.id, PaymentRow.provider == provider.name,
-        PaymentRow.amount_minor == order.total_minor).order_by(PaymentRow.id.desc()).limit(1))
+    existing = await session.scalar(_RECORDED_INTENT, {"order": order.id, "provider": provider.name,
+                                                       "amount": order.total_minor})
     return None if existing is None else str(existing)
 
 
@@ -380,11 +419,10 @@ async def _intent_for(db: Database, provider: PaymentProvider, order: Order, rec
                                           metadata={"order_id": str(order.id)})
     now = clock.now_ms()
     async with db.write() as session:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        await session.execute(insert(PaymentRow).values(
-            order_id=order.id, provider=provider.name, intent_id=intent.id, amount_minor=intent.amount_minor,
-            currency=intent.currency, status=intent.status, failure_code=None, refund_id=None, refunded_minor=0,
-            created_at=now, updated_at=now).on_conflict_do_nothing(index_elements=[PaymentRow.intent_id]))
+        await session.execute(_RECORD_INTENT.of(session), bound({
+            "order_id": order.id, "provider": provider.name, "intent_id": intent.id,
+            "amount_minor": intent.amount_minor, "currency": intent.currency, "status": intent.status,
+            "failure_code": None, "refund_id": None, "refunded_minor": 0, "created_at": now, "updated_at": now}))
     return intent.id
 
 

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy import Row
+
 from commerce.models import (
     AdmissionEntryRow,
     FlashSaleRow,
-    HoldRow,
+    HoldRecord,
     HostSettingsRow,
     OrderEventRow,
     OrderLineRow,
@@ -60,7 +62,7 @@ class HostSettings:
     shipping: Money
 
     @classmethod
-    def from_row(cls, row: HostSettingsRow) -> HostSettings:
+    def from_row(cls, row: HostSettingsRow | Row[Any]) -> HostSettings:
         return cls(user_id=row.user_id, shipping=Money(row.shipping_minor, row.currency))
 
 
@@ -185,7 +187,7 @@ class Hold:
     ended_at: int | None
 
     @classmethod
-    def from_row(cls, row: HoldRow) -> Hold:
+    def from_row(cls, row: HoldRecord) -> Hold:
         return cls(id=row.id, user_id=row.user_id, product_id=row.product_id, variant_id=row.variant_id,
                    show_id=row.show_id, quantity=row.quantity, unit_price=Money(row.unit_price_minor, row.currency),
                    status=pick(row.status, HOLD_STATUSES), order_id=row.order_id, created_at=row.created_at,
@@ -258,7 +260,7 @@ class OrderLine:
     total_minor: int
 
     @classmethod
-    def from_row(cls, row: OrderLineRow) -> OrderLine:
+    def from_row(cls, row: OrderLineRow | Row[Any]) -> OrderLine:
         return cls(id=row.id, hold_id=row.hold_id, product_id=row.product_id, variant_id=row.variant_id,
                    title=row.title, sku=row.sku, quantity=row.quantity, unit_price_minor=row.unit_price_minor,
                    total_minor=row.total_minor)
@@ -273,7 +275,7 @@ class OrderEvent:
     at: int
 
     @classmethod
-    def from_row(cls, row: OrderEventRow) -> OrderEvent:
+    def from_row(cls, row: OrderEventRow | Row[Any]) -> OrderEvent:
         return cls(from_status=None if row.from_status is None else pick(row.from_status, ORDER_STATUSES),
                    to_status=pick(row.to_status, ORDER_STATUSES), actor_id=row.actor_id, reason=row.reason,
                    at=row.at)

@@ -23,15 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.schema import JobsSettings
 from store.clock import now_ms
 from store.database import Database
 from store.models import Job
+from store.statements import PerDialect, bound, bound_values, table_of
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,24 @@ class UnknownJobKind(LookupError):
     """A job whose kind has no handler on this runner; treated like a handler failure."""
 
 
+_JOBS = table_of(Job)
+_JOB_COLUMNS = ("kind", "key", "payload", "due_at", "status", "attempts", "lease_owner", "lease_expires_at",
+                "last_error", "created_at", "finished_at")
+
+
+def _keyed_upsert(insert_of: Any) -> Any:
+    upsert = insert_of(_JOBS).values(bound_values(_JOBS, *_JOB_COLUMNS))
+    replaced = {name: upsert.excluded[name] for name in _JOB_COLUMNS if name != "key"}
+    return upsert.on_conflict_do_update(index_elements=[_JOBS.c.key], set_=replaced).returning(_JOBS.c.id)
+
+
+_INSERT_JOB = insert(_JOBS).values(bound_values(_JOBS, *_JOB_COLUMNS)).returning(_JOBS.c.id)
+_UPSERT_KEYED_JOB = PerDialect(_keyed_upsert)
+_CANCEL_JOB = (update(_JOBS).where(_JOBS.c.key == bindparam("job_key"), _JOBS.c.status == PENDING)
+               .values(status=CANCELLED, finished_at=bindparam("finished"), lease_owner=None, lease_expires_at=None)
+               .returning(_JOBS.c.id))
+
+
 async def schedule(session: AsyncSession, kind: str, due_at: int, payload: dict[str, Any] | None = None,
                    key: str | None = None) -> int:
     """Add a pending job in the caller's write transaction and return its id.
@@ -75,18 +93,11 @@ async def schedule(session: AsyncSession, kind: str, due_at: int, payload: dict[
     whatever its status was (the same as if the old row had been deleted first, but keeping its id). A claim
     of the old version taken by a runner is void, so the old payload never runs after the replacement.
     """
-    values: dict[str, Any] = {
-        "kind": kind, "key": key, "payload": payload or {}, "due_at": due_at, "status": PENDING,
-        "attempts": 0, "lease_owner": None, "lease_expires_at": None, "last_error": None,
-        "created_at": now_ms(), "finished_at": None,
-    }
-    if key is None:
-        return (await session.execute(insert(Job).values(values).returning(Job.id))).scalar_one()
-    dialect = session.get_bind().dialect.name
-    upsert = (sqlite.insert(Job) if dialect == "sqlite" else postgresql.insert(Job)).values(values)
-    replaced = {name: upsert.excluded[name] for name in values if name != "key"}
-    statement = upsert.on_conflict_do_update(index_elements=[Job.key], set_=replaced).returning(Job.id)
-    return int((await session.execute(statement)).scalar_one())
+    values = bound({"kind": kind, "key": key, "payload": payload or {}, "due_at": due_at, "status": PENDING,
+                    "attempts": 0, "lease_owner": None, "lease_expires_at": None, "last_error": None,
+                    "created_at": now_ms(), "finished_at": None})
+    statement = _INSERT_JOB if key is None else _UPSERT_KEYED_JOB.of(session)
+    return int((await session.execute(statement, values)).scalar_one())
 
 
 async def cancel(session: AsyncSession, key: str) -> bool:
@@ -94,10 +105,7 @@ async def cancel(session: AsyncSession, key: str) -> bool:
 
     A job that a runner has already completed stays done: cancelling and completing exclude each other.
     """
-    statement = (update(Job).where(Job.key == key, Job.status == PENDING)
-                 .values(status=CANCELLED, finished_at=now_ms(), lease_owner=None, lease_expires_at=None)
-                 .returning(Job.id).execution_options(synchronize_session=False))
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(_CANCEL_JOB, {"job_key": key, "finished": now_ms()})).first() is not None
 
 
 def _default_owner() -> str:
