@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
+
+CACHED_LABEL_SETS = 1000
+"""(method, route, status) sets whose metric children are remembered: the routes are few, odd methods are not."""
 
 
 class Metrics:
@@ -18,10 +23,17 @@ class Metrics:
         self.config_reloads = Counter("pinstream_config_reloads_total", "Config reloads by outcome",
                                       ["outcome"], registry=self.registry)
         self.ready = Gauge("pinstream_ready", "1 while every dependency answers", registry=self.registry)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # looking a labelled child up costs more than counting in it
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            if len(self._children) < CACHED_LABEL_SETS:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
