@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -40,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -260,9 +262,11 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: float, timeout: float,
-        workdir: Path, keys: bool = True, polite: bool = False) -> dict[str, Any]:
-    from bench.procstat import cpu_seconds
+@contextlib.contextmanager
+def seeded_server(backend: str, workdir: Path, buyers: int, units: int) -> Iterator[tuple[Any, int, list[str]]]:
+    """A started `run_server.py` on a fresh database (a SQLite file, or a throwaway PostgreSQL cluster on a
+    free loopback port) seeded with a host, `buyers` buyers and one product of `units` units (limit 1):
+    (the ServerProcess, the product's id, the buyers' access tokens). Everything is stopped on exit."""
     from tests.server_process import ServerProcess
     from tests.servers import PostgresServer
 
@@ -281,6 +285,18 @@ def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: fl
     try:
         product_id, tokens = asyncio.run(_seed(database_url, buyers, units, secret))
         server.start()
+        yield server, product_id, tokens
+    finally:
+        server.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: float, timeout: float,
+        workdir: Path, keys: bool = True, polite: bool = False) -> dict[str, Any]:
+    from bench.procstat import cpu_seconds
+
+    with seeded_server(backend, workdir, buyers, units) as (server, product_id, tokens):
         context = multiprocessing.get_context("spawn")
         shared = Shared(url=server.url, product_id=product_id, trivial_start=context.Event(),
                         trivial_stop=context.Event(), race_start=context.Event(), race_stop=context.Event(),
@@ -320,10 +336,6 @@ def run(buyers: int, units: int, backend: str, clients: int, trivial_seconds: fl
         for process in processes:
             process.join(timeout=30)
         stock = asyncio.run(_stock(server.url, product_id))
-    finally:
-        server.stop()
-        if postgres is not None:
-            postgres.stop()
 
     outcomes: Counter[str] = Counter()
     answers: Counter[str] = Counter()

@@ -46,3 +46,13 @@ def test_the_control_run_has_nothing_for_sale() -> None:
     assert status == 0, (report, err)
     assert report["final_stock"] == {"available": 0, "held": 0, "sold": 0} and report["bought"] == 0
     assert report["reserve_attempts"] > 0 and set(report["answers"]) <= {"sold_out", "rate_limited"}
+
+
+def test_purchase_steps_bench_prices_each_step_against_a_healthz() -> None:
+    """bench/purchase_steps.py: every step measured, a purchase dearer than a healthz."""
+    report, status, err = bench_runs.run_bench("purchase_steps.py", "--buyers", "10", "--backend", "sqlite",
+                                               limit_s=120)
+    assert status == 0, (report, err)
+    assert report["counts"] == {"hold": 10, "checkout": 8, "payment": 8, "cancel": 2, "healthz": 10}
+    assert report["healthz_ms"] > 0 and report["purchase_ms"] > report["healthz_ms"]
+    assert set(report) >= {"hold_in_healthz", "checkout_in_healthz", "payment_in_healthz", "cancel_in_healthz"}
