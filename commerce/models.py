@@ -213,6 +213,11 @@ class OrderRow(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
+
+OrderRecord = OrderRow | Row[Any]
+"""An order as the ORM loads it or as a Core statement over its table returns it (the same attribute names)."""
+
+
 class HoldRow(Base):
     """Units of a variant set aside for one buyer until `expires_at`; paying converts them into sold units."""
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.errors import Conflict, Forbidden, Invalid, NotFound
@@ -32,7 +32,16 @@ from accounts.models import UserRow
 from accounts.user import User
 from commerce import checkout_events, inventory
 from commerce.catalog import host_settings
-from commerce.models import HoldRow, OrderEventRow, OrderLineRow, OrderRow, PaymentRow, ProductRow, VariantRow
+from commerce.models import (
+    HoldRow,
+    OrderEventRow,
+    OrderLineRow,
+    OrderRecord,
+    OrderRow,
+    PaymentRow,
+    ProductRow,
+    VariantRow,
+)
 from commerce.payments import PaymentDeclined, PaymentIntent, PaymentProvider, ProviderEvent
 from commerce.values import Order, OrderEvent, OrderLine, OrderStatus, Payment
 from store import clock
@@ -97,19 +106,22 @@ _LINES_OF = select(_LINES).where(_LINES.c.order_id == bindparam("order")).order_
 _EVENTS_OF = select(_EVENTS).where(_EVENTS.c.order_id == bindparam("order")).order_by(_EVENTS.c.id)
 _HELD_UNTIL = select(func.min(_HOLDS.c.expires_at)).where(_HOLDS.c.order_id == bindparam("order"),
                                                           _HOLDS.c.status == "active")
-_ORDER = select(OrderRow).where(OrderRow.id == bindparam("order")).execution_options(populate_existing=True)
+_ORDER = select(_ORDERS).where(_ORDERS.c.id == bindparam("order"))
 _LOCKED_ORDER = _ORDER.with_for_update()
 _EVENT_COLUMNS = ("order_id", "from_status", "to_status", "actor_id", "reason", "at")
 _INSERT_EVENT = insert(_EVENTS).values(bound_values(_EVENTS, *_EVENT_COLUMNS))
 _LINE_COLUMNS = ("order_id", "hold_id", "product_id", "variant_id", "title", "sku", "quantity", "unit_price_minor",
                  "total_minor")
 _INSERT_LINE = insert(_LINES).values(bound_values(_LINES, *_LINE_COLUMNS))
-_MOVE_ORDER = (update(OrderRow).where(OrderRow.id == bindparam("order"), OrderRow.status == bindparam("from_status"))
-               .values(status=bindparam("to_status"), updated_at=bindparam("now")).returning(OrderRow)
-               .execution_options(populate_existing=True, synchronize_session=False))
+_MOVE_ORDER = (update(_ORDERS).where(_ORDERS.c.id == bindparam("order"), _ORDERS.c.status == bindparam("from_status"))
+               .values(status=bindparam("to_status"), updated_at=bindparam("now")).returning(*_ORDERS.c))
+_ORDER_COLUMNS = ("buyer_id", "seller_id", "show_id", "status", "currency", "items_minor", "shipping_minor",
+                  "tax_minor", "total_minor", "shipping_address", "tracking_number", "carrier", "created_at",
+                  "updated_at")
+_INSERT_ORDER = insert(_ORDERS).values(bound_values(_ORDERS, *_ORDER_COLUMNS)).returning(*_ORDERS.c)
 
 
-async def _load(session: AsyncSession, row: OrderRow) -> Order:
+async def _load(session: AsyncSession, row: OrderRecord) -> Order:
     order = {"order": row.id}
     lines = (await session.execute(_LINES_OF, order)).all()
     events = (await session.execute(_EVENTS_OF, order)).all()
@@ -121,8 +133,8 @@ async def _load(session: AsyncSession, row: OrderRow) -> Order:
                           None if expires_at is None else int(expires_at))
 
 
-async def _row(session: AsyncSession, order_id: int, *, lock: bool = False) -> OrderRow:
-    row = (await session.execute(_LOCKED_ORDER if lock else _ORDER, {"order": order_id})).scalar_one_or_none()
+async def _row(session: AsyncSession, order_id: int, *, lock: bool = False) -> Row[Any]:
+    row = (await session.execute(_LOCKED_ORDER if lock else _ORDER, {"order": order_id})).first()
     if row is None:
         raise NotFound("order_not_found", "no such order")
     return row
@@ -132,11 +144,11 @@ async def get_order(session: AsyncSession, order_id: int) -> Order:
     return await _load(session, await _row(session, order_id))
 
 
-def _may_see(user: User, row: OrderRow) -> bool:
+def _may_see(user: User, row: OrderRecord) -> bool:
     return user.is_admin or user.id in (row.buyer_id, row.seller_id)
 
 
-def _is_seller(user: User, row: OrderRow) -> bool:
+def _is_seller(user: User, row: OrderRecord) -> bool:
     return not user.disabled and (user.is_admin or user.id == row.seller_id)
 
 
@@ -148,15 +160,15 @@ async def order_for(session: AsyncSession, user: User, order_id: int) -> Order:
     return await _load(session, row)
 
 
-async def transition(session: AsyncSession, row: OrderRow, to: OrderStatus, *, actor_id: int | None, reason: str,
-                     now: int, **values: Any) -> OrderRow:
+async def transition(session: AsyncSession, row: OrderRecord, to: OrderStatus, *, actor_id: int | None,
+                     reason: str, now: int, **values: Any) -> Row[Any]:
     """Move a locked order to `to` if the state machine allows it from its current state, and audit it."""
     current = row.status
     if to not in TRANSITIONS[current]:
         raise Conflict("illegal_transition", f"an order that is {current} cannot become {to}")
     statement = _MOVE_ORDER if not values else _MOVE_ORDER.values(**values)
     moved = (await session.execute(statement, {"order": row.id, "from_status": current, "to_status": to,
-                                               "now": now})).scalar_one_or_none()
+                                               "now": now})).first()
     if moved is None:
         raise Conflict("illegal_transition", "the order changed meanwhile; reload it")
     await _audit(session, row.id, current, to, actor_id, reason, now)
@@ -225,12 +237,11 @@ async def checkout(session: AsyncSession, buyer: User, address: ShippingAddress,
     items = sum(hold.unit_price_minor * hold.quantity for hold in found)
     shipping = await _shipping(session, buyer.id, seller_id, order_show, currency, default_currency)
     tax = tax_for(items, tax_rate_basis_points)
-    row = OrderRow(buyer_id=buyer.id, seller_id=seller_id, show_id=order_show, status="pending", currency=currency,
-                   items_minor=items, shipping_minor=shipping, tax_minor=tax, total_minor=items + shipping + tax,
-                   shipping_address=clean.as_dict(), tracking_number=None, carrier=None, created_at=now,
-                   updated_at=now)
-    session.add(row)
-    await session.flush()
+    row = (await session.execute(_INSERT_ORDER, bound({
+        "buyer_id": buyer.id, "seller_id": seller_id, "show_id": order_show, "status": "pending",
+        "currency": currency, "items_minor": items, "shipping_minor": shipping, "tax_minor": tax,
+        "total_minor": items + shipping + tax, "shipping_address": clean.as_dict(), "tracking_number": None,
+        "carrier": None, "created_at": now, "updated_at": now}))).one()
     await _audit(session, row.id, None, "pending", buyer.id, "checkout", now)
     await session.execute(_INSERT_LINE, [bound({
         "order_id": row.id, "hold_id": hold.id, "product_id": hold.product_id, "variant_id": hold.variant_id,

@@ -17,7 +17,7 @@ from commerce.models import (
     HostSettingsRow,
     OrderEventRow,
     OrderLineRow,
-    OrderRow,
+    OrderRecord,
     PaymentRow,
     ProductImageRow,
     ProductRow,
@@ -304,7 +304,7 @@ class Order:
     events: tuple[OrderEvent, ...]
 
     @classmethod
-    def from_row(cls, row: OrderRow, lines: tuple[OrderLine, ...], events: tuple[OrderEvent, ...],
+    def from_row(cls, row: OrderRecord, lines: tuple[OrderLine, ...], events: tuple[OrderEvent, ...],
                  expires_at: int | None) -> Order:
         return cls(id=row.id, buyer_id=row.buyer_id, seller_id=row.seller_id, show_id=row.show_id,
                    status=pick(row.status, ORDER_STATUSES), currency=row.currency, items_minor=row.items_minor,
