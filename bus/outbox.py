@@ -101,6 +101,7 @@ async def topic_seq(session: AsyncSession, topic: str) -> int:
 _UNPUBLISHED = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.seq, _OUTBOX.c.type, _OUTBOX.c.payload,
                        _OUTBOX.c.occurred_at)
                 .where(_OUTBOX.c.published_at.is_(None)).order_by(_OUTBOX.c.id).limit(bindparam("batch")))
+_TAKE_RELAY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _MARK_PUBLISHED = (update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
                    .values(published_at=bindparam("at")))
 
@@ -185,15 +186,16 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events were published. Raises (after rolling back) if the
         bus refuses one, so none of the batch is marked and all of it is retried."""
-        async with self.db.write() as session:
+        # A connection, not an ORM session: a pass follows every commit that emits, so its set-up counts.
+        async with self.db.writer.begin() as connection:
             if not self.db.is_sqlite:
-                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_RELAY_LOCK})
-            rows = (await session.execute(_UNPUBLISHED, {"batch": self.settings.relay_batch})).all()
+                await connection.execute(_TAKE_RELAY_LOCK, {"key": _PG_RELAY_LOCK})
+            rows = (await connection.execute(_UNPUBLISHED, {"batch": self.settings.relay_batch})).all()
             for row in rows:
                 await self.bus.publish(Event(topic=row.topic, seq=row.seq, type=row.type, payload=row.payload,
                                              occurred_at=row.occurred_at, id=row.id))
             if rows:
-                await session.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows], "at": now_ms()})
+                await connection.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows], "at": now_ms()})
             return len(rows)
 
     async def delete_expired(self) -> int:
