@@ -53,6 +53,8 @@ without an audio track."""
 FRAGMENT_MIN = 0.9
 """A fragment (a segment) closes at the first keyframe after this share of the segment length."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
+AUDIO_QUEUE = 150
+"""Opus packets (3 s) at most waiting for the codecs when no keyframe comes to drain them."""
 BATCH_SECONDS = 0.25
 """Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
 (HLS latency is counted in segments; the socket buffer holds far more than this)."""
@@ -121,6 +123,7 @@ class Packager:
     def _new_epoch(self, packet: TapPacket) -> None:
         """A new program source: its samples start on its first keyframe, after a discontinuity."""
         logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
+        self._drain_audio()
         self.epoch = packet.epoch
         self.started = False
         self.held = []
@@ -159,6 +162,8 @@ class Packager:
             self._write_video(video, params_changed)
 
     def _write_video(self, video: EncodedVideo, params_changed: bool) -> None:
+        if video.keyframe:
+            self._drain_audio()  # the audio so far belongs to the fragment this keyframe may close
         params = self.h264.current
         assert params is not None
         audio_came = self.writer is not None and self.writer.audio_format is None and self._audio_track() is not None
@@ -206,7 +211,14 @@ class Packager:
         if self.held:
             self._release()
         seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
-        frames = self.aac.transcode(packet.payload, round(seconds * AUDIO_RATE))
+        self.aac.add(packet.payload, round(seconds * AUDIO_RATE))
+        if self.aac.queued >= AUDIO_QUEUE:
+            self._drain_audio()
+
+    def _drain_audio(self) -> None:
+        """The queued audio, encoded, into the writer: at each keyframe, so a segment's audio is complete
+        when it closes, and the codecs run in batches of a segment's packets."""
+        frames = self.aac.drain() if self.aac is not None else []
         if self.started and self.writer is not None:
             for data, pts in frames:
                 self.writer.add_audio(data, pts)
@@ -228,6 +240,7 @@ class Packager:
     def close(self) -> None:
         """The show ended (or the server stops): the last fragment, then the live stream's end and the
         recording's."""
+        self._drain_audio()
         self._flush()
         if self.live is not None:
             self.live.end()
