@@ -61,20 +61,36 @@ def annex_b(units: Sequence[bytes | memoryview]) -> bytes:
     return b"".join(part for unit in units for part in (_START_CODE, unit))
 
 
-def decode_keyframe(units: Sequence[bytes | memoryview]) -> av.VideoFrame | None:
-    """Decode one H.264 keyframe on its own (a fresh decoder: cheap, and done rarely)."""
-    decoder = av.CodecContext.create("h264", "r")
-    try:
-        frames = decoder.decode(av.Packet(annex_b(units))) + decoder.decode(None)
-    except av.error.FFmpegError:
-        return None
-    return frames[0] if frames else None
+class KeyframeDecoder:
+    """Decodes H.264 keyframes one at a time, each on its own (to learn a stream's size, for posters). One
+    decoder serves the room, on one thread: a fresh decoder for each keyframe costs twice the frame (its
+    threads, and its buffers faulted in anew)."""
+
+    def __init__(self) -> None:
+        self._decoder: av.VideoCodecContext | None = None
+
+    def decode(self, units: Sequence[bytes | memoryview]) -> av.VideoFrame | None:
+        decoder = self._decoder
+        if decoder is None:
+            created = av.CodecContext.create("h264", "r")
+            assert isinstance(created, av.VideoCodecContext)
+            created.thread_count = 1
+            decoder = self._decoder = created
+        try:
+            frames = decoder.decode(av.Packet(annex_b(units))) + decoder.decode(None)
+        except av.error.FFmpegError:
+            self._decoder = None  # the next keyframe gets a fresh one
+            return None
+        decoder.flush_buffers()  # drained: ready for the next keyframe
+        frame = frames[0] if frames else None
+        return frame if isinstance(frame, av.VideoFrame) else None
 
 
 class H264Params:
     """Keeps the stream's parameters, re-read when a keyframe brings different SPS/PPS."""
 
-    def __init__(self) -> None:
+    def __init__(self, keyframes: KeyframeDecoder) -> None:
+        self.keyframes = keyframes
         self.current: VideoParams | None = None
 
     def update(self, units: Sequence[bytes | memoryview]) -> av.VideoFrame | None:
@@ -83,7 +99,7 @@ class H264Params:
         pps = tuple(bytes(unit) for unit in units if unit[0] & 0x1F == 8)
         if not sps or not pps or (self.current is not None and (sps, pps) == (self.current.sps, self.current.pps)):
             return None
-        frame = decode_keyframe(units)
+        frame = self.keyframes.decode(units)
         if frame is None:
             return None
         self.current = VideoParams(frame.width, frame.height, sps, pps, avc1_codec(sps[0]))

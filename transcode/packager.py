@@ -10,7 +10,6 @@ EXT-X-ENDLIST, the recording's last fragment) on SIGTERM or when its stdin close
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 
 import av
-import av.error
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.logs import configure_logging
@@ -32,21 +30,21 @@ from transcode.encoding import (
     VIDEO_CLOCK,
     EncodedVideo,
     H264Params,
+    KeyframeDecoder,
     OpusToAac,
     VideoParams,
     Vp8ToH264,
-    decode_keyframe,
     opus_channels,
 )
 from transcode.fmp4 import Fragment
 from transcode.fmp4_writer import FragmentWriter, TrackFormat
 from transcode.output import POSTER, LiveHls, Recording, write_atomic
+from transcode.poster import PosterEncoder
 from transcode.rtp import FrameAssembler, TapPacket, parse
 from transcode.timeline import Timeline
 
 logger = logging.getLogger("transcode.packager")  # not __name__: that is "__main__" under -m
 
-POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
 """Seconds of video a new source waits for its audio (held, from its first keyframe) before it starts
 without an audio track."""
@@ -88,7 +86,9 @@ class Packager:
         self.writer: FragmentWriter | None = None
         self.epoch: int | None = None
         self.assembler: FrameAssembler | None = None
-        self.h264 = H264Params()
+        self.keyframes = KeyframeDecoder()
+        self.h264 = H264Params(self.keyframes)
+        self.posters = PosterEncoder()
         self.vp8: Vp8ToH264 | None = None
         self.aac: OpusToAac | None = None
         """This source's audio encoder (its channel count is the source's)."""
@@ -142,7 +142,7 @@ class Packager:
         for video in encoded:
             decoded = self.h264.update(video.units) if video.keyframe else None
             if video.keyframe and codec == "video/h264" and seconds >= self._next_poster:
-                self._poster(decoded or decode_keyframe(video.units), seconds)
+                self._poster(decoded or self.keyframes.decode(video.units), seconds)
             self._mux_video(video, params_changed=decoded is not None)
 
     def _mux_video(self, video: EncodedVideo, params_changed: bool) -> None:
@@ -227,7 +227,7 @@ class Packager:
         if frame is None or seconds < self._next_poster:
             return
         self._next_poster = seconds + self.config.poster_seconds
-        jpeg = encode_jpeg(frame)
+        jpeg = self.posters.jpeg(frame)
         if jpeg is None:
             return
         if self.live is not None:
@@ -248,22 +248,6 @@ class Packager:
             self.recording.close()
         logger.info("packager finished", extra={"room": self.config.room, "packets": self.packets,
                                                 "bad_packets": self.bad_packets})
-
-
-def encode_jpeg(frame: av.VideoFrame) -> bytes | None:
-    width = min(POSTER_WIDTH, frame.width) // 2 * 2
-    height = max(2, round(frame.height * width / frame.width) // 2 * 2)
-    encoder = av.CodecContext.create("mjpeg", "w")
-    assert isinstance(encoder, av.VideoCodecContext)
-    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
-    encoder.time_base = fractions.Fraction(1, 25)
-    try:
-        image = frame.reformat(width=width, height=height, format="yuvj420p")
-        image.pts = 0
-        packets = encoder.encode(image) + encoder.encode(None)
-    except av.error.FFmpegError:
-        return None
-    return b"".join(bytes(packet) for packet in packets) or None
 
 
 def serve(config: PackagerConfig, sock: socket.socket, stop: list[bool]) -> None:
