@@ -10,7 +10,6 @@ EXT-X-ENDLIST, the recording's last fragment) on SIGTERM or when its stdin close
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 
 import av
-import av.error
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.logs import configure_logging
@@ -32,27 +30,29 @@ from transcode.encoding import (
     VIDEO_CLOCK,
     EncodedVideo,
     H264Params,
+    KeyframeDecoder,
     OpusToAac,
     VideoParams,
     Vp8ToH264,
-    decode_keyframe,
     opus_channels,
 )
 from transcode.fmp4 import Fragment
 from transcode.fmp4_writer import FragmentWriter, TrackFormat
 from transcode.output import POSTER, LiveHls, Recording, write_atomic
+from transcode.poster import PosterEncoder
 from transcode.rtp import FrameAssembler, TapPacket, parse
 from transcode.timeline import Timeline
 
 logger = logging.getLogger("transcode.packager")  # not __name__: that is "__main__" under -m
 
-POSTER_WIDTH = 640
 AUDIO_WAIT = 2.0
 """Seconds of video a new source waits for its audio (held, from its first keyframe) before it starts
 without an audio track."""
 FRAGMENT_MIN = 0.9
 """A fragment (a segment) closes at the first keyframe after this share of the segment length."""
 RECEIVE_BUFFER = 8 * 1024 * 1024
+AUDIO_QUEUE = 150
+"""Opus packets (3 s) at most waiting for the codecs when no keyframe comes to drain them."""
 BATCH_SECONDS = 0.25
 """Datagrams are read in batches this far apart: a wake-up per packet would cost more than the packets
 (HLS latency is counted in segments; the socket buffer holds far more than this)."""
@@ -86,7 +86,9 @@ class Packager:
         self.writer: FragmentWriter | None = None
         self.epoch: int | None = None
         self.assembler: FrameAssembler | None = None
-        self.h264 = H264Params()
+        self.keyframes = KeyframeDecoder()
+        self.h264 = H264Params(self.keyframes)
+        self.posters = PosterEncoder()
         self.vp8: Vp8ToH264 | None = None
         self.aac: OpusToAac | None = None
         """This source's audio encoder (its channel count is the source's)."""
@@ -121,6 +123,7 @@ class Packager:
     def _new_epoch(self, packet: TapPacket) -> None:
         """A new program source: its samples start on its first keyframe, after a discontinuity."""
         logger.info("program source changed", extra={"room": self.config.room, "epoch": packet.epoch})
+        self._drain_audio()
         self.epoch = packet.epoch
         self.started = False
         self.held = []
@@ -139,7 +142,7 @@ class Packager:
         for video in encoded:
             decoded = self.h264.update(video.units) if video.keyframe else None
             if video.keyframe and codec == "video/h264" and seconds >= self._next_poster:
-                self._poster(decoded or decode_keyframe(video.units), seconds)
+                self._poster(decoded or self.keyframes.decode(video.units), seconds)
             self._mux_video(video, params_changed=decoded is not None)
 
     def _mux_video(self, video: EncodedVideo, params_changed: bool) -> None:
@@ -159,6 +162,8 @@ class Packager:
             self._write_video(video, params_changed)
 
     def _write_video(self, video: EncodedVideo, params_changed: bool) -> None:
+        if video.keyframe:
+            self._drain_audio()  # the audio so far belongs to the fragment this keyframe may close
         params = self.h264.current
         assert params is not None
         audio_came = self.writer is not None and self.writer.audio_format is None and self._audio_track() is not None
@@ -206,7 +211,14 @@ class Packager:
         if self.held:
             self._release()
         seconds = self.timeline.seconds("audio", packet.epoch, packet.timestamp, packet.arrival_ns, AUDIO_RATE)
-        frames = self.aac.transcode(packet.payload, round(seconds * AUDIO_RATE))
+        self.aac.add(packet.payload, round(seconds * AUDIO_RATE))
+        if self.aac.queued >= AUDIO_QUEUE:
+            self._drain_audio()
+
+    def _drain_audio(self) -> None:
+        """The queued audio, encoded, into the writer: at each keyframe, so a segment's audio is complete
+        when it closes, and the codecs run in batches of a segment's packets."""
+        frames = self.aac.drain() if self.aac is not None else []
         if self.started and self.writer is not None:
             for data, pts in frames:
                 self.writer.add_audio(data, pts)
@@ -215,7 +227,7 @@ class Packager:
         if frame is None or seconds < self._next_poster:
             return
         self._next_poster = seconds + self.config.poster_seconds
-        jpeg = encode_jpeg(frame)
+        jpeg = self.posters.jpeg(frame)
         if jpeg is None:
             return
         if self.live is not None:
@@ -228,6 +240,7 @@ class Packager:
     def close(self) -> None:
         """The show ended (or the server stops): the last fragment, then the live stream's end and the
         recording's."""
+        self._drain_audio()
         self._flush()
         if self.live is not None:
             self.live.end()
@@ -235,22 +248,6 @@ class Packager:
             self.recording.close()
         logger.info("packager finished", extra={"room": self.config.room, "packets": self.packets,
                                                 "bad_packets": self.bad_packets})
-
-
-def encode_jpeg(frame: av.VideoFrame) -> bytes | None:
-    width = min(POSTER_WIDTH, frame.width) // 2 * 2
-    height = max(2, round(frame.height * width / frame.width) // 2 * 2)
-    encoder = av.CodecContext.create("mjpeg", "w")
-    assert isinstance(encoder, av.VideoCodecContext)
-    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
-    encoder.time_base = fractions.Fraction(1, 25)
-    try:
-        image = frame.reformat(width=width, height=height, format="yuvj420p")
-        image.pts = 0
-        packets = encoder.encode(image) + encoder.encode(None)
-    except av.error.FFmpegError:
-        return None
-    return b"".join(bytes(packet) for packet in packets) or None
 
 
 def serve(config: PackagerConfig, sock: socket.socket, stop: list[bool]) -> None:
