@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import BigInteger, String, Table, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +25,7 @@ from config.schema import EventsSettings
 from store.clock import now_ms
 from store.database import Database, after_commit
 from store.models import EventTopic, OutboxEvent
+from store.statements import table_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _wake_local_relays() -> None:
 
 
 # Built once: building a statement and its cache key costs more than running it (every stock change emits).
-_TOPICS, _OUTBOX = cast(Table, EventTopic.__table__), cast(Table, OutboxEvent.__table__)
+_TOPICS, _OUTBOX = table_of(EventTopic), table_of(OutboxEvent)
 
 
 def _next_seq(insert: Callable[[Table], Any]) -> Any:

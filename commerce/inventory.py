@@ -185,7 +185,8 @@ _RESERVING = (
 """The product, its variants and its sale in one statement: every reserve reads them in the writer."""
 _HOLD_COLUMNS = ("user_id", "product_id", "variant_id", "show_id", "quantity", "unit_price_minor", "currency",
                  "limit_scope", "sale_id", "status", "order_id", "created_at", "expires_at", "ended_at")
-_INSERT_HOLD = insert(_HOLDS).values(bound_values(_HOLDS, *_HOLD_COLUMNS)).returning(_HOLDS.c.id)
+_INSERT_HOLD = insert(_HOLDS).values(bound_values(_HOLDS, *_HOLD_COLUMNS)).returning(*_HOLDS.c)
+_FREE_UNITS = select(_VARIANTS.c.available).where(_VARIANTS.c.id == bindparam("variant"))
 
 
 async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_seconds: int,
@@ -231,8 +232,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
               "quantity": quantity, "unit_price_minor": price, "currency": product.currency, "limit_scope": scope,
               "sale_id": sale_id, "status": "active", "order_id": None, "created_at": now,
               "expires_at": now + hold_seconds * 1000, "ended_at": None}
-    hold_id = int((await session.execute(_INSERT_HOLD, bound(values))).scalar_one())
-    row = HoldRow(id=hold_id, **values)  # not added to the session: the INSERT above wrote it
+    row = (await session.execute(_INSERT_HOLD, bound(values))).one()
     await schedule(session, HOLD_EXPIRY, row.expires_at, {"hold_id": row.id}, key=expiry_key(row.id))
     topics = {product_id: await stock_topics(session, product_id)}
     hold_topic = await checkout_events.room_topic(session, show_id)
@@ -242,7 +242,7 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
         await flash_sales.take_units(session, sale, quantity)
     level = await take(session, chosen, quantity)
     if level is None:
-        free = int(await session.scalar(select(VariantRow.available).where(VariantRow.id == chosen)) or 0)
+        free = int(await session.scalar(_FREE_UNITS, {"variant": chosen}) or 0)
         availability.note_now(session, product_id, chosen, free, only_variant=variant_id is None)
         raise sold_out()
     await announce(session, [level], topics)
@@ -253,37 +253,41 @@ async def reserve(session: AsyncSession, buyer: User, product_id: int, *, hold_s
 
 @dataclass(frozen=True)
 class _Ending:
-    """Which holds one kind of ending takes, as two statements built once: the read of their ids (for their
-    expiry jobs) and the conditional UPDATE that ends them (parameters "status" and "ended")."""
+    """Which holds one kind of ending takes, as statements built once: the conditional UPDATE that ends them
+    (parameters "to_status" and "ended" besides the match) and, for endings of active holds other than their
+    own expiry, the read of their ids whose expiry jobs are cancelled first."""
 
-    ids: Any
     end: Any
+    pending_expiries: Any | None
 
 
-def _ending(*conditions: ColumnElement[bool]) -> _Ending:
-    return _Ending(ids=select(_HOLDS.c.id).where(*conditions).order_by(_HOLDS.c.id),
-                   end=update(_HOLDS).where(*conditions)
-                   .values(status=bindparam("to_status"), ended_at=bindparam("ended")).returning(*_HOLDS.c))
+def _ending(*conditions: ColumnElement[bool], cancels_expiries: bool) -> _Ending:
+    return _Ending(end=update(_HOLDS).where(*conditions)
+                   .values(status=bindparam("to_status"), ended_at=bindparam("ended")).returning(*_HOLDS.c),
+                   pending_expiries=select(_HOLDS.c.id).where(*conditions).order_by(_HOLDS.c.id)
+                   if cancels_expiries else None)
 
 
 _OPEN = (_HOLDS.c.status == "active", _HOLDS.c.order_id.is_(None))
-_CANCELLABLE = _ending(_HOLDS.c.id == bindparam("hold"), _HOLDS.c.user_id == bindparam("user"), *_OPEN)
-_EXPIRED = _ending(_HOLDS.c.id == bindparam("hold"), *_OPEN, _HOLDS.c.expires_at <= bindparam("now"))
-_ORDER_ACTIVE = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "active")
-_ORDER_PAID = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "paid")
-
-
-async def _cancel_expiries(session: AsyncSession, ending: _Ending, match: dict[str, Any]) -> None:
-    """Cancel the expiry jobs of the holds about to end, before their rows are locked. The job runner locks a
-    job's row before its hold's; ending a hold the other way round (hold, then job) deadlocks with it on
-    PostgreSQL. In this order an ending that waits for a running expiry sees the hold already expired."""
-    for hold_id in (await session.execute(ending.ids, match)).scalars().all():
-        await cancel_job(session, expiry_key(hold_id))
+_CANCELLABLE = _ending(_HOLDS.c.id == bindparam("hold"), _HOLDS.c.user_id == bindparam("user"), *_OPEN,
+                       cancels_expiries=True)
+_EXPIRED = _ending(_HOLDS.c.id == bindparam("hold"), *_OPEN, _HOLDS.c.expires_at <= bindparam("now"),
+                   cancels_expiries=False)  # the expiry job itself is running
+_ORDER_ACTIVE = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "active", cancels_expiries=True)
+_ORDER_PAID = _ending(_HOLDS.c.order_id == bindparam("order"), _HOLDS.c.status == "paid", cancels_expiries=False)
 
 
 async def _end(session: AsyncSession, ending: _Ending, match: dict[str, Any], to_status: str,
                now: int) -> list[Row[Any]]:
-    """Move the matching holds to `to_status` in one conditional UPDATE; returns the rows that moved."""
+    """Move the matching holds to `to_status` in one conditional UPDATE; returns the rows that moved.
+
+    Their expiry jobs are cancelled first, before the hold rows are locked: the job runner locks a job's row
+    before its hold's, and ending a hold the other way round (hold, then job) deadlocks with it on
+    PostgreSQL. In this order an ending that waits for a running expiry sees the hold already expired. (A
+    refusal after this rolls the cancelled jobs back with the rest.)"""
+    if ending.pending_expiries is not None:
+        for hold_id in (await session.execute(ending.pending_expiries, match)).scalars().all():
+            await cancel_job(session, expiry_key(hold_id))
     rows = (await session.execute(ending.end, {**match, "to_status": to_status, "ended": now})).all()
     return sorted(rows, key=lambda row: (row.variant_id, row.id))
 
@@ -320,9 +324,7 @@ async def cancel_hold(session: AsyncSession, buyer: User, hold_id: int, *, now_m
     """Release the buyer's active hold at once. A hold already in an order is released by cancelling the
     order (Conflict "hold_in_order"); one that ended meanwhile is Conflict("hold_not_active")."""
     now = clock.now_ms() if now_ms is None else now_ms
-    match = {"hold": hold_id, "user": buyer.id}
-    await _cancel_expiries(session, _CANCELLABLE, match)  # a refusal below rolls this back with the rest
-    rows = await _end(session, _CANCELLABLE, match, "cancelled", now)
+    rows = await _end(session, _CANCELLABLE, {"hold": hold_id, "user": buyer.id}, "cancelled", now)
     if not rows:
         current = await session.get(HoldRow, hold_id, populate_existing=True)
         if current is None or current.user_id != buyer.id:
@@ -350,9 +352,7 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
                               now_ms: int | None = None) -> list[Hold]:
     """End every active hold of an order (cancelled or expired with it) and give their units back."""
     now = clock.now_ms() if now_ms is None else now_ms
-    match = {"order": order_id}
-    await _cancel_expiries(session, _ORDER_ACTIVE, match)
-    rows = await _end(session, _ORDER_ACTIVE, match, to_status, now)
+    rows = await _end(session, _ORDER_ACTIVE, {"order": order_id}, to_status, now)
     await _release(session, rows)
     if to_status == "expired":
         await checkout_events.holds(session, checkout_events.HOLD_EXPIRED, rows)
@@ -362,9 +362,7 @@ async def release_order_holds(session: AsyncSession, order_id: int, to_status: s
 async def convert_order_holds(session: AsyncSession, order_id: int, *, now_ms: int | None = None) -> list[Hold]:
     """Paying: the order's active holds become sold units (held → sold) and their expiry jobs are cancelled."""
     now = clock.now_ms() if now_ms is None else now_ms
-    match = {"order": order_id}
-    await _cancel_expiries(session, _ORDER_ACTIVE, match)
-    rows = await _end(session, _ORDER_ACTIVE, match, "paid", now)
+    rows = await _end(session, _ORDER_ACTIVE, {"order": order_id}, "paid", now)
     levels = []
     for row in rows:
         level = await _move(session, row.variant_id, held=-row.quantity, sold=row.quantity)

@@ -213,7 +213,6 @@ class OrderRow(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
-
 OrderRecord = OrderRow | Row[Any]
 """An order as the ORM loads it or as a Core statement over its table returns it (the same attribute names)."""
 
@@ -245,7 +244,6 @@ class HoldRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
     ended_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-
 
 
 HoldRecord = HoldRow | Row[Any]

@@ -163,7 +163,8 @@ def opus_channels(packet: bytes | memoryview) -> int:
 
 
 AAC_BIT_RATE = {1: 64_000, 2: 96_000}
-AAC_OPTIONS = {1: {"aac_coder": "fast", "aac_pns": "0", "aac_tns": "0"}, 2: {"aac_coder": "fast", "aac_pns": "0"}}
+_AAC_STEREO_OPTIONS = {"aac_coder": "fast", "aac_pns": "0"}
+AAC_OPTIONS = {1: {**_AAC_STEREO_OPTIONS, "aac_tns": "0"}, 2: _AAC_STEREO_OPTIONS}
 
 
 class OpusToAac:

@@ -24,7 +24,8 @@ MEDIA_PATHS = ("/hls/", "/recordings/")
 """Served to other sites' players under `hls.cors_origins`."""
 
 
-_REQUEST_IDS = (f"{secrets.token_hex(6)}{number:010x}" for number in itertools.count())
+_REQUEST_ID_PREFIX = secrets.token_hex(6)
+_REQUEST_IDS = (f"{_REQUEST_ID_PREFIX}{number:010x}" for number in itertools.count())
 """Request ids: a random prefix per process and a counter, unique across nodes and restarts (nothing secret:
 uuid4 cost a getrandom call per request, a few percent of a refused reserve)."""
 
